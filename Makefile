@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine:  make demo  (the main job)  and  make test.
+# Each creates .venv with pip if it is missing (torch 2.14.1 / torchvision 0.29.1 as pinned).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: demo test test-integration lint format bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,sweeps,slurm]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m vdi.demo
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.installed
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# The fast suite (< 5 minutes on 2 cores): lint, then every test not marked integration.
+test: lint
+	$(PY) -m pytest -m "not integration" -q
+
+# Slower end-to-end tests (subprocesses, DeepSpeed, SLURM, Ray); CI runs them after `make test`.
+test-integration: $(VENV)/.installed
+	$(PY) -m pytest -m "integration" -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_core.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,33 @@
+"""Shared test set-up: no network, tiny models, tiny data made on the fly."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports huggingface_hub / mlflow / ray: tests never download or phone home.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ANNOTATIONS = PROJECT_ROOT.parent / "shared" / "data" / "annotations"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def annotations_dir() -> Path:
+    if not ANNOTATIONS.is_dir():
+        pytest.skip(f"real annotation files not present at {ANNOTATIONS} (../shared/data/annotations)")
+    return ANNOTATIONS

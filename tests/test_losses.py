@@ -1,0 +1,150 @@
+import pytest
+import torch
+from helpers import planted_samples
+
+from vdi.batch import collate
+from vdi.config import load_config
+from vdi.encoders import FrozenVisualEncoder, Tokenizer, create_clip
+from vdi.injection import build_vdi_model
+from vdi.losses import contrastive_loss, iou_loss, spatial_dynamic_loss, visual_context_loss
+from vdi.text import ParsedQuery
+
+
+def _model_and_batch(overrides=(), num_videos=3):
+    cfg = load_config("tiny", list(overrides))
+    model = build_vdi_model(cfg)
+    batch = collate(planted_samples(num_videos), Tokenizer(cfg.model.clip.name), cfg.model.num_pre_clips)
+    return cfg, model, batch
+
+
+def _text_grad(model, term):
+    model.zero_grad()
+    term.backward(retain_graph=True)
+    grads = [p.grad for p in model.retriever.text_encoder.parameters() if p.grad is not None]
+    return sum(float(g.abs().sum()) for g in grads)
+
+
+def test_injection_losses_send_gradient_to_the_text_encoder():
+    _, model, batch = _model_and_batch()
+    terms = model(batch)
+    assert _text_grad(model, terms.terms["visual_context"]) > 0
+    assert _text_grad(model, terms.terms["spatial_dynamic"]) > 0
+
+
+def test_visual_tower_receives_no_gradient():
+    cfg, model, _ = _model_and_batch()
+    clip = create_clip(cfg.model.clip.name, None)
+    visual = FrozenVisualEncoder(clip)
+    frames = torch.randint(0, 255, (2 * cfg.model.num_pre_clips, 32, 32, 3), dtype=torch.uint8)
+    pooled, patches = visual(visual.preprocess(frames))
+    assert not pooled.requires_grad and not patches.requires_grad
+    samples = planted_samples(2)
+    for index, sample in enumerate(samples):
+        rows = slice(index * cfg.model.num_pre_clips, (index + 1) * cfg.model.num_pre_clips)
+        sample.features, sample.patches = pooled[rows], patches[rows]
+    batch = collate(samples, Tokenizer(cfg.model.clip.name), cfg.model.num_pre_clips)
+    model(batch).total.backward()
+    assert all(p.grad is None for p in visual.parameters())
+
+
+def test_switched_off_terms_contribute_exactly_zero():
+    _, model, batch = _model_and_batch(["loss.lambda_vc=0", "injection.spatial_dynamic=off"])
+    assert model.visual_context is None and model.spatial_dynamic is None
+    terms = model(batch)
+    assert set(terms.terms) == {"iou", "contrastive_video", "contrastive_sentence"}
+    expected = terms.terms["iou"] + 0.05 * (terms.terms["contrastive_video"] + terms.terms["contrastive_sentence"])
+    assert torch.equal(terms.total, expected)
+    # the same batch under a model with injection on has the same retrieval terms
+    torch.manual_seed(0)
+    _, with_injection, _ = _model_and_batch()
+    with_injection.retriever.load_state_dict(model.retriever.state_dict())
+    with_injection.eval(), model.eval()
+    on, off = with_injection(batch), model(batch)
+    for name in ("iou", "contrastive_video", "contrastive_sentence"):
+        torch.testing.assert_close(on.terms[name], off.terms[name])
+
+
+def test_contrastive_weight_decays_after_mmn_epochs():
+    _, model, batch = _model_and_batch()
+    assert model(batch, epoch=7).weights["contrastive_video"] == pytest.approx(0.05)
+    assert model(batch, epoch=8).weights["contrastive_video"] == pytest.approx(0.0005)
+
+
+def test_empty_static_or_dynamic_queries_are_masked_not_nan():
+    cfg = load_config("tiny")
+    model = build_vdi_model(cfg)
+    samples = planted_samples(2)
+    samples[0].queries = [
+        ParsedQuery("walks away", "", "walks away"),
+        ParsedQuery("the red circle", "the red circle", ""),
+    ]
+    samples[1].queries = [ParsedQuery("jumps", "", "jumps"), ParsedQuery("sits", "", "sits")]
+    batch = collate(samples, Tokenizer(cfg.model.clip.name), cfg.model.num_pre_clips)
+    terms = model(batch)
+    assert terms.terms["visual_context"].item() == 0.0  # no sample has both Q^s and Q^d
+    assert torch.isfinite(terms.terms["spatial_dynamic"])
+    terms.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_loss_functions_on_hand_cases():
+    scores = torch.tensor([[0.5, 0.99]])
+    target = torch.tensor([[0.5, 1.0]])  # rescaled to [0, 1]
+    expected = -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.99))) / 2
+    torch.testing.assert_close(iou_loss(scores, target, 0.5, 1.0), expected)
+    predicted = torch.tensor([[1.0, 1.0], [5.0, 5.0]])
+    target_vc = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    assert visual_context_loss(predicted, target_vc, torch.tensor([True, False])).item() == 1.0
+    same = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert spatial_dynamic_loss(same, same * 3, torch.tensor([True, True])).item() == 0.0
+    flipped = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    # eps^v = [[1,0],[0,1]], eps^q = all ones: two of four pairs differ by 1
+    assert spatial_dynamic_loss(same, flipped, torch.tensor([True, True])).item() == pytest.approx(0.5)
+
+
+def _reference_contrastive(features, sentences, sentence_video, target_iou, moments, cfg):
+    """Loop version of eq. 8 with MMN's negative sets (negatives excluded, not zeroed)."""
+    import torch.nn.functional as F
+
+    from vdi.metrics import temporal_iou
+
+    features = F.normalize(features, dim=1)
+    sentences = F.normalize(sentences, dim=1)
+    video_losses, sentence_losses = [], []
+    for s in range(len(sentences)):
+        v = int(sentence_video[s])
+        positive_feature = features[v, :, int(target_iou[s].argmax())]
+        positive = float(positive_feature @ sentences[s]) - cfg.margin
+        terms = [positive / cfg.tau_video]
+        for t in range(len(sentences)):
+            if t == s:
+                continue
+            same = int(sentence_video[t]) == v
+            if same and float(temporal_iou(moments[s], moments[t])) >= cfg.sentence_removal_iou:
+                continue
+            terms.append(float(positive_feature @ sentences[t]) / cfg.tau_video)
+        video_losses.append(-(terms[0] - float(torch.logsumexp(torch.tensor(terms), 0))))
+        terms = [positive / cfg.tau_sentence]
+        for b in range(features.shape[0]):
+            for c in range(features.shape[2]):
+                if b == v and float(target_iou[s, c]) >= cfg.negative_video_iou:
+                    continue
+                terms.append(float(features[b, :, c] @ sentences[s]) / cfg.tau_sentence)
+        sentence_losses.append(-(terms[0] - float(torch.logsumexp(torch.tensor(terms), 0))))
+    return sum(video_losses) / len(video_losses), sum(sentence_losses) / len(sentence_losses)
+
+
+def test_contrastive_loss_matches_reference_loop():
+    cfg = load_config("tiny").loss
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 8, 10, generator=generator, dtype=torch.float64)
+    sentences = torch.randn(5, 8, generator=generator, dtype=torch.float64)
+    sentence_video = torch.tensor([0, 0, 1, 2, 2])
+    target_iou = torch.rand(5, 10, generator=generator, dtype=torch.float64)
+    moments = torch.tensor([[0, 5], [1, 5], [2, 4], [0, 3], [5, 9]], dtype=torch.float64)
+    video, sentence = contrastive_loss(features, sentences, sentence_video, target_iou, moments, cfg)
+    expected_video, expected_sentence = _reference_contrastive(
+        features, sentences, sentence_video, target_iou, moments, cfg
+    )
+    assert float(video) == pytest.approx(expected_video, rel=1e-5)
+    assert float(sentence) == pytest.approx(expected_sentence, rel=1e-5)

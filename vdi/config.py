@@ -1,0 +1,403 @@
+"""Typed configuration: nested dataclasses, YAML presets and dotlist overrides.
+
+A config is built in three layers, later layers winning:
+
+1. the dataclass defaults below (the schema: every key that exists, with its type);
+2. a preset YAML (``vdi/configs/<name>.yaml``) or a user YAML path; a preset may name
+   ``base: <other preset>`` to start from another preset;
+3. dotlist overrides such as ``model.num_clips=16 loss.lambda_vc=0.2``.
+
+Unknown keys and badly typed values raise :class:`ConfigError` with the key's name and,
+where one is close, a suggestion. A key exists once: the DeepSpeed JSON, the MLflow params
+and the Ray search space are all derived from this object.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built; the message names the key and the fix."""
+
+
+@dataclass
+class ClipConfig:
+    # open_clip model name: a built-in (ViT-B-32) or one registered from a JSON config folder.
+    name: str = "ViT-B-32"
+    # A pretrained tag (e.g. "openai", downloaded once into the open_clip/HF cache), an absolute
+    # path to a local checkpoint (.pt / .bin / .safetensors), or null for random weights.
+    pretrained: str | None = "openai"
+    # Extra folder of open_clip JSON model configs (e.g. the synthetic world's tiny CLIP).
+    config_dir: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    # Frames are resampled to num_pre_clips (MMN's average rule), then pooled to num_clips.
+    num_pre_clips: int = 32
+    num_clips: int = 16
+    # MMN sparse 2D map: counts of diagonals at stride 1, 2, 4, ...
+    pooling_counts: list[int] = field(default_factory=lambda: [15])
+    kernel_size: int = 5
+    num_conv_layers: int = 8
+    hidden_size: int = 512
+    joint_size: int = 256
+    # Run the text transformer on the batch's longest token length instead of 77 (exact for
+    # CLIP's causal text tower; see vdi/encoders.py).
+    trim_text: bool = True
+    # Pack Q^s and Q^d of one sentence into one row of the text forward (block-diagonal causal
+    # mask, positions restarting per block): same features, fewer padded tokens.
+    pack_text: bool = True
+
+
+@dataclass
+class InjectionConfig:
+    # L^vc probe (eq. 1): static = Q^s (paper default), full = Q, learned = no query (a learned
+    # probe vector, Table 3's "w/o Q"), none = L^vc off. ("off" / false are accepted for none.)
+    visual_context: str = "static"
+    # L^sd sequence model (eq. 4): transformer (paper default), lstm, none = L^sd off.
+    spatial_dynamic: str = "transformer"
+    decoder_layers: int = 1
+    decoder_heads: int = 8
+    sequence_layers: int = 1
+    sequence_heads: int = 8
+    dropout: float = 0.1
+    # Frames the injection modules see: the whole video (paper) or only the annotated moment.
+    frames: str = "video"
+
+
+@dataclass
+class TextConfig:
+    spacy_model: str = "en_core_web_sm"
+    parse_batch_size: int = 256
+
+
+@dataclass
+class LossConfig:
+    lambda_iou: float = 1.0
+    # MMN's CONTRASTIVE_WEIGHT (lambda^cl in eq. 11).
+    lambda_cl: float = 0.05
+    lambda_vc: float = 0.5
+    lambda_sd: float = 0.01
+    # IoU target rescale for the BCE (MMN MIN_IOU / MAX_IOU).
+    min_iou: float = 0.5
+    max_iou: float = 1.0
+    tau_video: float = 0.1
+    tau_sentence: float = 0.1
+    margin: float = 0.4
+    # Same-video proposals with GT IoU below this are sentence-anchored negatives.
+    negative_video_iou: float = 0.5
+    # Same-video sentences whose GT moments overlap at or above this are not negatives.
+    sentence_removal_iou: float = 0.5
+    # MMN's ONLY_IOU: after this many epochs the contrastive term is scaled by contrastive_decay.
+    contrastive_full_epochs: int = 7
+    contrastive_decay: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1.0e-4
+    # The text encoder learns at text_lr_ratio x lr (paper: always 1/10).
+    text_lr_ratio: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 1.0e-5
+    milestones: list[int] = field(default_factory=lambda: [8, 13])
+    gamma: float = 0.1
+    max_epochs: int = 18
+    grad_clip: float = 5.0
+    # MMN's FREEZE_BERT: the text encoder is frozen for the first epochs.
+    freeze_text_epochs: int = 4
+    # Videos per batch (each with all its sentences).
+    batch_size: int = 48
+
+
+@dataclass
+class DataConfig:
+    # Dataset name recorded in manifests (charades_sta, activitynet, synthetic, ...).
+    dataset: str = "charades_sta"
+    # Folder holding one sub-folder of shards per split (written by python -m data_prep).
+    shard_root: str = "data/charades_sta/shards"
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["test"])
+    probe_split: str | None = None
+    num_workers: int = 2
+    shuffle_buffer: int = 256
+    # Skip (and count) corrupt shards instead of failing.
+    skip_corrupt: bool = False
+    # Use global patch tokens for L^sd (needed when spatial_dynamic is on).
+    load_patches: bool = True
+
+
+@dataclass
+class EvalConfig:
+    nms_threshold: float = 0.5
+    contrastive_power: float = 0.5
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5])
+    iou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    # Early stopping / best checkpoint: metric on split (metric names as in vdi.metrics).
+    select_split: str = "test"
+    select_metric: str = "R1@0.5"
+    patience: int = 0  # 0 disables early stopping
+    batch_size: int = 48
+
+
+@dataclass
+class DistConfig:
+    zero_stage: int = 1
+    # auto = bf16 on GPU, fp32 on CPU.
+    precision: str = "auto"
+    # auto = nccl on GPU, gloo on CPU.
+    backend: str = "auto"
+    # Where DeepSpeed's JIT-built ops are cached.
+    extensions_dir: str = ".cache/torch_extensions"
+
+
+@dataclass
+class TrackConfig:
+    enabled: bool = True
+    experiment: str = "vdi"
+    # null = an absolute sqlite file under run.root (mlflow.db).
+    tracking_uri: str | None = None
+    log_every_steps: int = 10
+    log_checkpoint: bool = False
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    # All runs live below root; a run directory is root/name.
+    root: str = "runs"
+    seed: int = 0
+    deterministic: bool = True
+    resume: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+_CHOICES = {
+    "injection.visual_context": ("static", "full", "learned", "none"),
+    "injection.spatial_dynamic": ("transformer", "lstm", "none"),
+    "injection.frames": ("video", "moment"),
+    "dist.precision": ("auto", "fp32", "bf16", "fp16"),
+    "dist.backend": ("auto", "gloo", "nccl"),
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for key in node:
+            dotted = f"{prefix}{key}"
+            keys.append(dotted)
+            keys.extend(_all_keys(node[key], dotted + "."))
+    return keys
+
+
+def _unknown_key_error(schema: DictConfig, key: str, source: str) -> ConfigError:
+    known = _all_keys(schema)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    if not close:
+        close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def _flatten_dict(data: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            keys.extend(_flatten_dict(value, dotted + "."))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _read_yaml(path: Path, seen: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
+    """Return the chain of (source, mapping) for a YAML file, its bases first."""
+    if str(path) in seen:
+        raise ConfigError(f"config {path} has a 'base' cycle: {' -> '.join(seen)}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}".splitlines()[0]) from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    chain: list[tuple[str, dict]] = []
+    base = data.pop("base", None)
+    if base is not None:
+        chain.extend(_read_yaml(_resolve_source(str(base)), (*seen, str(path))))
+    chain.append((str(path), data))
+    return chain
+
+
+def _resolve_source(preset_or_path: str) -> Path:
+    path = Path(preset_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = PRESET_DIR / f"{preset_or_path}.yaml"
+    if not preset.exists():
+        raise ConfigError(
+            f"unknown preset '{preset_or_path}'; presets: {', '.join(list_presets())} (or pass a .yaml path)"
+        )
+    return preset
+
+
+def _merge(schema: DictConfig, data: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, data)
+    except ConfigKeyError as error:
+        key = error.full_key or str(error.key)
+        raise _unknown_key_error(schema, key, source) from None
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        message = str(error).splitlines()[0]
+        raise ConfigError(f"bad value for config key '{key}' in {source}: {message}") from None
+
+
+# YAML 1.1 reads a bare `off` as the boolean false; OmegaConf then stores the string "False".
+_SWITCHED_OFF = {"off", "false", "disabled"}
+
+
+def _validate(cfg: Config) -> None:
+    for name in ("visual_context", "spatial_dynamic"):
+        if str(getattr(cfg.injection, name)).lower() in _SWITCHED_OFF:
+            setattr(cfg.injection, name, "none")
+    for dotted, choices in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(f"config key '{dotted}' is '{value}'; choose one of {', '.join(choices)}")
+    model = cfg.model
+    if model.num_pre_clips % model.num_clips != 0:
+        raise ConfigError(
+            f"model.num_pre_clips ({model.num_pre_clips}) must be a multiple of model.num_clips "
+            f"({model.num_clips}): frames are average-pooled by num_pre_clips / num_clips"
+        )
+    from vdi.metrics import sparse_mask  # local: metrics imports nothing from config
+
+    try:
+        sparse_mask(model.num_clips, model.pooling_counts)
+    except ValueError as error:
+        raise ConfigError(f"model.pooling_counts: {error}") from None
+    if not 0 < cfg.loss.min_iou < cfg.loss.max_iou <= 1:
+        raise ConfigError("loss.min_iou and loss.max_iou must satisfy 0 < min_iou < max_iou <= 1")
+    if cfg.optim.batch_size < 1 or cfg.eval.batch_size < 1:
+        raise ConfigError("optim.batch_size and eval.batch_size must be >= 1")
+    if cfg.dist.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"dist.zero_stage is {cfg.dist.zero_stage}; choose 0, 1, 2 or 3")
+
+
+def load_config(preset_or_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a :class:`Config` from a preset name or YAML path plus dotlist overrides."""
+    schema = OmegaConf.structured(Config)
+    merged = schema
+    if preset_or_path is not None:
+        for source, data in _read_yaml(_resolve_source(str(preset_or_path))):
+            merged = _merge(merged, data, source)
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' must look like key=value (e.g. model.num_clips=16)")
+        merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)), "overrides")
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, Config)
+    _validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a config saved with :func:`to_dict` (e.g. from a checkpoint), validating keys."""
+    merged = _merge(OmegaConf.structured(Config), data, "saved config")
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, Config)
+    _validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Flat ``{"model.num_clips": 16, ...}`` view (MLflow params, Ray search spaces)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(to_dict(cfg), "")
+    return flat
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Raise ConfigError for override keys that do not exist (before anything is submitted)."""
+    schema = OmegaConf.structured(Config)
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+")
+        if key not in set(_all_keys(schema)):
+            raise _unknown_key_error(schema, key, "overrides")
+
+
+__all__ = [
+    "ClipConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DistConfig",
+    "EvalConfig",
+    "InjectionConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TextConfig",
+    "TrackConfig",
+    "check_overrides",
+    "config_from_dict",
+    "flatten",
+    "list_presets",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+]
