@@ -35,7 +35,7 @@ class Batch:
     video_ids: list[str]
     durations: torch.Tensor  # [B] float64 seconds
     video_features: torch.Tensor  # [B, T, D]
-    patch_features: torch.Tensor | None  # [B, T, P, D]
+    patch_features: torch.Tensor | None  # [B, T, P, D] float16
     sentence_video: torch.Tensor  # [S] long
     moments: torch.Tensor  # [S, 2] float64 seconds
     query_tokens: torch.Tensor  # [S, context]
@@ -96,8 +96,10 @@ def prepare_video_features(features, num_pre_clips: int) -> torch.Tensor:
 
 
 def prepare_patch_features(patches, num_pre_clips: int) -> torch.Tensor:
+    """Patch tokens [F, P, D] -> resampled [num_pre_clips, P, D], kept in float16: they are the
+    bulk of a batch (48 x 32 x 49 x 512 at the Charades config), and the model casts them."""
     tensor = torch.as_tensor(np.asarray(patches) if not isinstance(patches, torch.Tensor) else patches)
-    return resample_frames(tensor.float(), num_pre_clips)
+    return resample_frames(tensor.float(), num_pre_clips).half()
 
 
 def collate(samples: list[VideoSample], tokenizer: Tokenizer, num_pre_clips: int, load_patches: bool = True) -> Batch:

@@ -311,6 +311,17 @@ class TextEncoder(nn.Module):
         return [self._project(x[rows, ends[index] - 1]) for index in range(len(blocks))]
 
 
+def patch_count(clip_model: nn.Module) -> int:
+    """Patch tokens per frame of an open_clip visual tower (ViT grid or ResNet final map)."""
+    visual = clip_model.visual
+    grid = getattr(visual, "grid_size", None)
+    if grid is not None:
+        return int(grid[0] * grid[1])
+    size = visual.image_size
+    side = int(size[0] if isinstance(size, tuple | list) else size) // 32
+    return side * side
+
+
 __all__ = [
     "CLIP_CONFIG_DIR",
     "FrozenVisualEncoder",
@@ -319,5 +330,6 @@ __all__ = [
     "TokenBatch",
     "Tokenizer",
     "create_clip",
+    "patch_count",
     "register_model_configs",
 ]

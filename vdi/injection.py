@@ -102,6 +102,7 @@ class SpatialDynamicInjection(nn.Module):
         self, frames: torch.Tensor, patches: torch.Tensor, frame_valid: torch.Tensor | None
     ) -> torch.Tensor:
         """frames [V, T, D], patches [V, T, P, D], frame_valid [V, T] -> m~ [V, D]."""
+        patches = patches.to(frames.dtype)
         heatmaps = torch.einsum("vtd,vtpd->vtp", self.project_global(frames), self.project_patches(patches))
         steps = self.project_map(heatmaps * self.scale)  # eq. 3 (/ sqrt(D)) then eq. 4
         if self.positions is not None:
@@ -240,19 +241,8 @@ class VDIModel(nn.Module):
         return LossTerms(terms, weights)
 
 
-def patch_count(clip_model: nn.Module) -> int:
-    """Patch tokens per frame of an open_clip visual tower (ViT grid or ResNet final map)."""
-    visual = clip_model.visual
-    grid = getattr(visual, "grid_size", None)
-    if grid is not None:
-        return int(grid[0] * grid[1])
-    size = visual.image_size
-    side = int(size[0] if isinstance(size, tuple | list) else size) // 32
-    return side * side
-
-
 def build_vdi_model(cfg: Config, clip_model: nn.Module | None = None) -> VDIModel:
-    from vdi.encoders import TextEncoder, create_clip
+    from vdi.encoders import TextEncoder, create_clip, patch_count
 
     if clip_model is None:
         clip_model = create_clip(cfg.model.clip.name, cfg.model.clip.pretrained, cfg.model.clip.config_dir)
@@ -266,5 +256,4 @@ __all__ = [
     "VisualContextInjection",
     "build_vdi_model",
     "moment_frame_mask",
-    "patch_count",
 ]

@@ -1,0 +1,246 @@
+"""python -m data_prep: annotations and videos -> verified shards.
+
+Subcommands:
+  download   fetch a benchmark's annotation files and check their sha256
+  features   decode videos (PyAV) and run the frozen CLIP visual tower (resumable)
+  shards     annotations + features -> WebDataset shards + manifest, per split
+  build      features + shards for every split of a dataset in one go
+  verify     re-hash a split's shards against its manifest
+  synthetic  build the embedded synthetic world (videos, tiny CLIP, features, shards)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _add_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clip", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    parser.add_argument("--pretrained", default="openai", help="tag, local checkpoint path, or 'none' (random)")
+    parser.add_argument("--clip-config-dir", default=None, help="folder of extra open_clip JSON configs")
+
+
+def _pretrained(value: str) -> str | None:
+    return None if value.lower() in ("none", "null", "random") else value
+
+
+def _split_files(dataset: str, annotations: Path, splits: list[str] | None) -> dict[str, Path]:
+    from data_prep.annotations import DATASET_ALIASES, DATASET_SPLITS, AnnotationError
+
+    if annotations.is_file():
+        return {splits[0] if splits else annotations.stem: annotations}
+    dataset = DATASET_ALIASES.get(dataset, dataset)
+    if dataset in DATASET_SPLITS:
+        known = DATASET_SPLITS[dataset]
+        chosen = splits or list(known)
+        unknown = [s for s in chosen if s not in known]
+        if unknown:
+            raise AnnotationError(f"dataset {dataset} has no split {unknown[0]}; splits: {', '.join(known)}")
+        return {split: annotations / known[split] for split in chosen}
+    # a user's own dataset: every .jsonl file in the folder is a split
+    files = {path.stem: path for path in sorted(annotations.glob("*.jsonl"))}
+    if splits:
+        files = {s: files[s] for s in splits if s in files}
+    if not files:
+        raise AnnotationError(f"no annotation files for dataset {dataset} in {annotations} (expected <split>.jsonl)")
+    return files
+
+
+def _read_all(dataset: str, annotations: Path, splits: list[str] | None):
+    from data_prep.annotations import read_annotation_file
+
+    return {split: read_annotation_file(path) for split, path in _split_files(dataset, annotations, splits).items()}
+
+
+def _video_list(read: dict, videos_dir: Path) -> list[tuple[str, Path | None]]:
+    from data_prep.video import find_video
+
+    seen: dict[str, Path | None] = {}
+    for split_annotations in read.values():
+        for record in split_annotations.records:
+            if record.video_id not in seen:
+                path = Path(record.path) if record.path else find_video(videos_dir, record.video_id)
+                seen[record.video_id] = path
+    return list(seen.items())
+
+
+def cmd_download(args) -> int:
+    from data_prep.download import download
+
+    download(args.dataset, args.to)
+    return 0
+
+
+def _extract(args, read: dict) -> None:
+    from data_prep.features import extract_features
+
+    extract_features(
+        _video_list(read, Path(args.videos)),
+        args.features,
+        args.clip,
+        _pretrained(args.pretrained),
+        args.clip_config_dir,
+        fps=args.fps,
+        patches=not args.no_patches,
+        device=args.device,
+        batch_frames=args.batch_frames,
+        workers=args.workers,
+    )
+
+
+def _shard(args, read: dict) -> None:
+    from data_prep.shards import build_split
+    from vdi.text import QueryParser
+
+    parser = QueryParser(args.spacy_model)
+    for split, split_annotations in read.items():
+        build_split(
+            args.dataset,
+            split,
+            split_annotations.records,
+            args.features,
+            args.out,
+            hygiene=[split_annotations.report.line()],
+            shard_bytes=_size(args.shard_size),
+            include_patches=not args.no_patches,
+            parser=parser,
+        )
+
+
+def cmd_features(args) -> int:
+    _extract(args, _read_all(args.dataset, Path(args.annotations), args.split))
+    return 0
+
+
+def cmd_shards(args) -> int:
+    _shard(args, _read_all(args.dataset, Path(args.annotations), args.split))
+    return 0
+
+
+def cmd_build(args) -> int:
+    read = _read_all(args.dataset, Path(args.annotations), args.split)
+    _extract(args, read)
+    _shard(args, read)
+    print(f"done: shards in {args.out}/<split>; train with data.shard_root={args.out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from data_prep.shards import verify_split
+
+    problems = verify_split(args.split_dir)
+    for problem in problems:
+        print(problem)
+    print(f"{args.split_dir}: {'verified' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def cmd_synthetic(args) -> int:
+    from data_prep.synthetic.build import main as synthetic_main
+
+    return synthetic_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    download = commands.add_parser("download", help="fetch annotation files and verify their sha256")
+    download.add_argument("dataset", choices=["charades_sta", "activitynet_captions", "charades_cg", "activitynet_cg"])
+    download.add_argument("--to", required=True, help="folder; files land in <to>/<dataset>/")
+    download.set_defaults(run=cmd_download)
+
+    def dataset_arguments(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--dataset",
+            required=True,
+            help="charades_sta, activitynet_captions, charades_cg, "
+            "activitynet_cg, or a name of your own (JSONL splits)",
+        )
+        sub.add_argument("--annotations", required=True, help="annotation folder (or one file)")
+        sub.add_argument("--split", nargs="*", default=None, help="splits (default: all of the dataset)")
+
+    def feature_arguments(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--videos", required=True, help="folder of video files named <video id>.<ext>")
+        sub.add_argument("--features", required=True, help="features folder (resumable)")
+        _add_clip_arguments(sub)
+        sub.add_argument("--fps", type=float, default=4.0, help="frames per second sampled (recorded)")
+        sub.add_argument("--no-patches", action="store_true", help="do not store patch tokens (L^sd needs them)")
+        sub.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+        sub.add_argument("--batch-frames", type=int, default=256, help="frames per visual-tower batch")
+        sub.add_argument("--workers", type=int, default=2, help="decoding processes")
+
+    def shard_arguments(sub: argparse.ArgumentParser, with_features: bool) -> None:
+        if with_features:
+            sub.add_argument("--features", required=True, help="features folder from `features`")
+            sub.add_argument("--no-patches", action="store_true", help="leave patch tokens out of the shards")
+        sub.add_argument("--out", required=True, help="shard root: one folder per split")
+        sub.add_argument("--shard-size", default="1GB", help="maximum bytes per shard (default 1GB)")
+        sub.add_argument("--spacy-model", default="en_core_web_sm")
+
+    features = commands.add_parser("features", help="videos -> CLIP features (resumable)")
+    dataset_arguments(features)
+    feature_arguments(features)
+    features.set_defaults(run=cmd_features)
+
+    shards = commands.add_parser("shards", help="annotations + features -> shards + manifest")
+    dataset_arguments(shards)
+    shard_arguments(shards, with_features=True)
+    shards.set_defaults(run=cmd_shards)
+
+    build = commands.add_parser("build", help="features + shards for every split")
+    dataset_arguments(build)
+    feature_arguments(build)
+    shard_arguments(build, with_features=False)
+    build.set_defaults(run=cmd_build)
+
+    verify = commands.add_parser("verify", help="re-hash a split's shards against its manifest")
+    verify.add_argument("split_dir")
+    verify.set_defaults(run=cmd_verify)
+
+    synthetic = commands.add_parser("synthetic", help="build the embedded synthetic world", add_help=False)
+    synthetic.add_argument("rest", nargs=argparse.REMAINDER)
+    synthetic.set_defaults(run=cmd_synthetic)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_prep.annotations import AnnotationError
+    from data_prep.download import ChecksumMismatch
+    from data_prep.features import FeatureError
+    from vdi.encoders import ModelMissing
+    from vdi.shards import ShardError
+    from vdi.text import SpacyModelMissing
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (
+        AnnotationError,
+        ChecksumMismatch,
+        FeatureError,
+        ModelMissing,
+        ShardError,
+        SpacyModelMissing,
+        ConnectionError,
+        ValueError,
+    ) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

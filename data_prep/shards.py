@@ -1,0 +1,175 @@
+"""Annotations + extracted features -> WebDataset shards of one split, with a manifest.
+
+The split is written into ``<out>/<split>.tmp`` and moved to ``<out>/<split>`` only when every
+shard and the manifest are complete, so an interrupted build never leaves shards a loader would
+pick up. Queries are parsed (Q^s / Q^d) once here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.annotations import HygieneReport, VideoRecord, apply_durations
+from data_prep.features import load_features, read_spec
+from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
+
+DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard
+
+
+@dataclass
+class ShardSummary:
+    split: str
+    videos: int
+    queries: int
+    shards: int
+    bytes: int
+    missing_features: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"shards {self.split}: {self.videos} videos, {self.queries} queries in {self.shards} shard(s), "
+            f"{self.bytes / 2**20:.1f} MiB, {self.missing_features} videos without features skipped, "
+            f"{self.seconds:.1f} s"
+        )
+
+
+def build_split(
+    dataset: str,
+    split: str,
+    records: list[VideoRecord],
+    features_dir: str | Path,
+    out_root: str | Path,
+    hygiene: list[str] | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    include_patches: bool = True,
+    spacy_model: str = "en_core_web_sm",
+    parser=None,
+    verbose: bool = True,
+) -> ShardSummary:
+    import webdataset as wds
+
+    from vdi.text import QueryParser
+
+    start = time.perf_counter()
+    spec = read_spec(features_dir)
+    include_patches = include_patches and spec.num_patches > 0
+    # durations: the annotation's when it has one, else the decoded video's
+    available, durations, missing = [], {}, 0
+    for record in records:
+        stored = load_features(features_dir, record.video_id, load_patches=False)
+        if stored is None:
+            missing += 1
+            continue
+        available.append(record)
+        durations[record.video_id] = record.duration if record.duration is not None else stored["duration"]
+    kept, report = apply_durations(available, durations, f"{split} durations")
+    if not kept:
+        raise ValueError(
+            f"split {split}: none of its {len(records)} videos has features in {features_dir} "
+            "(extract them first: python -m data_prep features)"
+        )
+    lines = list(hygiene or [])
+    if report.read and (report.fixed or report.dropped):
+        lines.append(report.line())
+        if verbose:
+            print(report.line())
+    parser = parser or QueryParser(spacy_model)
+    sentences = [moment.sentence for record in kept for moment in record.moments]
+    parsed = iter(parser.parse(sentences))
+    out_root = Path(out_root)
+    temporary = out_root / f"{split}.tmp"
+    final = out_root / split
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    counts: list[list[int]] = []  # per shard: videos, queries
+    pattern = str(temporary / "shard-%06d.tar")
+    with wds.ShardWriter(pattern, maxsize=shard_bytes, maxcount=10**9, verbose=0) as writer:
+        for index, record in enumerate(kept):
+            stored = load_features(features_dir, record.video_id, load_patches=include_patches)
+            assert stored is not None
+            queries = []
+            for moment in record.moments:
+                item = next(parsed)
+                queries.append(
+                    {
+                        "sentence": item.query,
+                        "static": item.static,
+                        "dynamic": item.dynamic,
+                        "start": moment.start,
+                        "end": moment.end,
+                        "extra": moment.extra,
+                    }
+                )
+            sample = encode_sample(
+                index,
+                record.video_id,
+                record.duration,
+                spec.fps,
+                stored["features"],
+                stored.get("patches") if include_patches else None,
+                queries,
+            )
+            writer.write(sample)
+            shard_index = writer.shard - 1
+            while len(counts) <= shard_index:
+                counts.append([0, 0])
+            counts[shard_index][0] += 1
+            counts[shard_index][1] += len(queries)
+    shard_files = sorted(temporary.glob("shard-*.tar"))
+    infos = [
+        ShardInfo(path.name, sha256_file(path), path.stat().st_size, videos, queries)
+        for path, (videos, queries) in zip(shard_files, counts)
+    ]
+    manifest = ShardManifest(
+        dataset=dataset,
+        split=split,
+        num_videos=sum(i.num_videos for i in infos),
+        num_queries=sum(i.num_queries for i in infos),
+        encoder=EncoderInfo(spec.encoder, spec.weights),
+        fps=spec.fps,
+        feature_dim=spec.feature_dim,
+        num_patches=spec.num_patches if include_patches else 0,
+        shards=infos,
+        hygiene=lines,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    write_manifest(temporary, manifest)
+    shutil.rmtree(final, ignore_errors=True)
+    temporary.replace(final)
+    summary = ShardSummary(
+        split,
+        manifest.num_videos,
+        manifest.num_queries,
+        len(infos),
+        sum(i.bytes for i in infos),
+        missing,
+        time.perf_counter() - start,
+    )
+    if verbose:
+        print(summary.line())
+    return summary
+
+
+def verify_split(split_dir: str | Path) -> list[str]:
+    """Problems found when re-hashing every shard against the manifest (empty = verified)."""
+    from vdi.shards import read_manifest
+
+    split_dir = Path(split_dir)
+    manifest = read_manifest(split_dir)
+    problems = []
+    for shard in manifest.shards:
+        path = split_dir / shard.name
+        if not path.exists():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != shard.bytes:
+            problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard.bytes}")
+        elif sha256_file(path) != shard.sha256:
+            problems.append(f"{path}: sha256 differs from the manifest")
+    return problems
+
+
+__all__ = ["DEFAULT_SHARD_BYTES", "HygieneReport", "ShardSummary", "build_split", "verify_split"]

@@ -1,0 +1,116 @@
+"""Annotation readers: real benchmark counts (when ../shared/data/annotations exists) and hygiene."""
+
+import json
+
+import pytest
+
+from data_prep.annotations import AnnotationError, apply_durations, read_annotation_file, read_split
+from data_prep.download import SOURCES, ChecksumMismatch, download
+
+
+def test_charades_sta_train_counts(annotations_dir):
+    read = read_split("charades_sta", "train", annotations_dir / "charades_sta", verbose=False)
+    assert read.report.read == 12408
+    assert read.report.fixed["start > end swapped"] == 4
+    assert read.num_queries == 12408
+    assert all(m.start < m.end for r in read.records for m in r.moments)
+    assert all(r.duration is None for r in read.records)  # the text format has no durations
+    test = read_split("charades_sta", "test", annotations_dir / "charades_sta", verbose=False)
+    assert test.report.read == 3720 and test.num_queries == 3720
+
+
+def test_activitynet_counts_and_spaces(annotations_dir):
+    folder = annotations_dir / "activitynet_captions"
+    counts = {split: read_split("activitynet", split, folder, verbose=False) for split in ("train", "val", "test")}
+    assert [counts[s].report.read for s in ("train", "val", "test")] == [37421, 17505, 17031]
+    assert counts["val"].report.fixed["spaces stripped"] > 0
+    assert all(m.sentence == m.sentence.strip() for r in counts["val"].records for m in r.moments)
+    assert all(m.end <= r.duration for r in counts["test"].records for m in r.moments)
+
+
+def test_charades_cg_counts_and_extra_fields(annotations_dir):
+    folder = annotations_dir / "charades_cg"
+    train = read_split("charades_cg", "train", folder, verbose=False)
+    assert train.report.read == 8281
+    assert train.report.fixed["end > duration clipped"] == 1255
+    novel_word = read_split("charades_cg", "novel_word", folder, verbose=False)
+    assert novel_word.num_queries == 695
+    assert all("news" in m.extra for r in novel_word.records for m in r.moments)
+    novel_composition = read_split("charades_cg", "novel_composition", folder, verbose=False)
+    assert all("novels" in m.extra for r in novel_composition.records for m in r.moments)
+
+
+def test_activitynet_cg_counts(annotations_dir):
+    folder = annotations_dir / "activitynet_cg"
+    train = read_split("activitynet_cg", "train", folder, verbose=False)
+    assert train.report.read == 36724
+    bad = train.report.fixed["start > end swapped"] + train.report.dropped["start == end"]
+    assert bad == 4  # 4 queries with start >= end
+    assert read_split("activitynet_cg", "novel_word", folder, verbose=False).num_queries == 3920
+
+
+def test_hygiene_rules_are_counted(tmp_path, capsys):
+    path = tmp_path / "mine.jsonl"
+    lines = [
+        {
+            "video": "a",
+            "duration": 10.0,
+            "moments": [
+                {"start": 5, "end": 2, "sentence": "a man jumps"},
+                {"start": 3, "end": 3, "sentence": "a man sits"},
+                {"start": 8, "end": 12, "sentence": "  a man runs  "},
+                {"start": 11, "end": 12, "sentence": "too late"},
+                {"start": 1, "end": 2, "sentence": "   "},
+            ],
+        },
+        {"video": "b", "moments": [{"start": 0, "end": 4, "sentence": "a dog barks"}]},
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    read = read_annotation_file(path)
+    out = capsys.readouterr().out
+    assert "read 6, kept 3" in out and "dropped 3" in out
+    report = read.report
+    assert report.fixed["start > end swapped"] == 1
+    assert report.fixed["end > duration clipped"] == 1
+    assert report.fixed["spaces stripped"] == 2
+    assert report.dropped == {"start == end": 1, "start >= duration": 1, "empty sentence": 1}
+    a = read.records[0]
+    assert [(m.start, m.end, m.sentence) for m in a.moments] == [(2.0, 5.0, "a man jumps"), (8.0, 10.0, "a man runs")]
+    # b has no duration: the duration rules run later, when the video is decoded
+    records, later = apply_durations(read.records, {"b": 3.0}, "durations")
+    assert records[1].moments[0].end == 3.0 and later.fixed["end > duration clipped"] == 1
+
+
+def test_malformed_files_name_the_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("AO8RW 0.0 6.9##fine\nAO8RW zero 6.9##broken\n")
+    with pytest.raises(AnnotationError, match=r"bad.txt:2"):
+        read_annotation_file(bad)
+    with pytest.raises(AnnotationError, match="unknown annotation format"):
+        (tmp_path / "x.csv").write_text("")
+        read_annotation_file(tmp_path / "x.csv")
+
+
+def test_download_verifies_checksums_offline(tmp_path, monkeypatch):
+    import hashlib
+
+    from data_prep import download as module
+
+    good, evil = b"AO8RW 0.0 6.9##a person sits.\n", b"tampered\n"
+    remote = module.RemoteFile("charades_sta_train.txt", "https://example.invalid/x", hashlib.sha256(good).hexdigest())
+    monkeypatch.setitem(SOURCES, "charades_sta", [remote])
+    served = {"content": good, "calls": 0}
+
+    def fake_fetch(url, target, timeout):
+        served["calls"] += 1
+        target.write_bytes(served["content"])
+
+    paths = download("charades_sta", tmp_path, fetch=fake_fetch)
+    assert paths[0].read_bytes() == good and served["calls"] == 1
+    download("charades_sta", tmp_path, fetch=fake_fetch)  # present and verified: not fetched again
+    assert served["calls"] == 1
+    paths[0].write_bytes(evil)
+    served["content"] = evil
+    with pytest.raises(ChecksumMismatch, match="does not match"):
+        download("charades_sta", tmp_path, fetch=fake_fetch)
+    assert not paths[0].exists()  # a bad download is never left behind

@@ -1,0 +1,234 @@
+"""Streaming loader: WebDataset shards -> batches of videos with all their sentences.
+
+Reading uses webdataset's tar iterators; the splitting, shuffling and epoch length are explicit
+here so that a run is reproducible and resumable to the batch:
+
+* **Node splitting.** Each epoch the shard list is permuted with ``rng(seed, epoch)`` (the same
+  on every rank). With at least as many shards as ranks, rank r reads shards ``r::world``;
+  with fewer shards every rank reads them all and keeps samples ``i % world == r``. Either
+  way the ranks see disjoint samples.
+* **Shuffling.** A sample shuffle buffer seeded with ``rng(seed, epoch, rank)``.
+* **Epoch length.** Every rank yields exactly ``num_videos // (world * batch_size)`` batches
+  (at least one), re-reading its shards in a new order if it runs short, so no rank waits for
+  another at the end of an epoch.
+* **Worker splitting.** Worker w of W decodes the batches ``start + w, start + w + W, ...`` of
+  its rank's stream and skips the others without decoding them. The batch sequence is thus a
+  function of (seed, epoch, rank, world) alone, not of the number of workers, and a resumed
+  epoch starts at ``start`` = the batches already consumed: nothing repeated, nothing lost.
+  (The price: every worker reads the rank's shard bytes; decoding, the costly part, is split.)
+* **Corrupt shards.** A shard whose size differs from the manifest, or whose tar stream breaks,
+  raises :class:`~vdi.shards.ShardError` naming it; with ``skip_corrupt`` it is skipped and
+  counted instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vdi.batch import Batch, collate
+from vdi.shards import ShardError, ShardInfo, ShardManifest, decode_sample, read_manifest
+
+
+@dataclass
+class LoaderState:
+    """Where a training epoch stands: saved with every checkpoint."""
+
+    epoch: int = 1
+    batches_done: int = 0
+
+
+def _usable_shards(split_dir: Path, manifest: ShardManifest, skip_corrupt: bool) -> tuple[list[ShardInfo], list[str]]:
+    usable, skipped = [], []
+    for shard in manifest.shards:
+        path = split_dir / shard.name
+        problem = None
+        if not path.exists():
+            problem = "is missing"
+        elif path.stat().st_size != shard.bytes:
+            problem = f"has {path.stat().st_size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
+        if problem is None:
+            usable.append(shard)
+        elif skip_corrupt:
+            skipped.append(f"{path} {problem}")
+        else:
+            raise ShardError(
+                f"shard {path} {problem}; rebuild the split (python -m data_prep shards) or set data.skip_corrupt=true"
+            )
+    if not usable:
+        raise ShardError(f"no usable shard in {split_dir} ({len(skipped)} skipped)")
+    return usable, skipped
+
+
+class ShardStream(IterableDataset):
+    """Batches of one rank for one epoch (see the module docstring for the rules)."""
+
+    def __init__(
+        self,
+        split_dir: str | Path,
+        *,
+        batch_size: int,
+        num_pre_clips: int,
+        clip_name: str,
+        clip_config_dir: str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        training: bool = True,
+        shuffle_buffer: int = 256,
+        load_patches: bool = True,
+        skip_corrupt: bool = False,
+    ):
+        super().__init__()
+        self.split_dir = Path(split_dir)
+        self.manifest = read_manifest(self.split_dir)
+        self.shards, self.skipped = _usable_shards(self.split_dir, self.manifest, skip_corrupt)
+        if load_patches and not self.manifest.has_patches:
+            raise ShardError(f"shards in {self.split_dir} have no patch tokens, but this run needs them (L^sd)")
+        self.batch_size = batch_size
+        self.num_pre_clips = num_pre_clips
+        self.clip_name, self.clip_config_dir = clip_name, clip_config_dir
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.training = training
+        self.shuffle_buffer = shuffle_buffer
+        self.load_patches = load_patches
+        self.skip_corrupt = skip_corrupt
+        self.epoch, self.start_batch = 1, 0
+        num_videos = sum(s.num_videos for s in self.shards)
+        if training:
+            self.batches_per_epoch = max(1, num_videos // (world_size * batch_size))
+        else:
+            mine = len(range(rank, num_videos, world_size))
+            self.batches_per_epoch = -(-mine // batch_size)
+        self._tokenizer = None
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise ValueError(f"start batch {start_batch} outside the epoch's {self.batches_per_epoch} batches")
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+    # -- raw (undecoded) samples ------------------------------------------------------------
+    def _read_shard(self, shard: ShardInfo) -> Iterator[dict]:
+        import webdataset as wds
+
+        path = self.split_dir / shard.name
+
+        def reraise(error: Exception) -> bool:
+            raise error
+
+        try:
+            yield from wds.tarfile_samples([{"url": str(path)}], handler=reraise)
+        except Exception as error:
+            message = f"shard {path} is corrupt or truncated ({type(error).__name__}: {str(error)[:120]})"
+            if not self.skip_corrupt:
+                raise ShardError(
+                    f"{message}; rebuild it (python -m data_prep shards) or set data.skip_corrupt=true"
+                ) from None
+            self.skipped.append(message)
+            warnings.warn(f"skipping: {message} ({len(self.skipped)} skipped so far)", stacklevel=2)
+
+    def _pass(self, order: list[int]) -> Iterator[dict]:
+        shards = [self.shards[i] for i in order]
+        if len(shards) >= self.world_size:
+            for shard in shards[self.rank :: self.world_size]:
+                yield from self._read_shard(shard)
+        else:
+            index = 0
+            for shard in shards:
+                for sample in self._read_shard(shard):
+                    if index % self.world_size == self.rank:
+                        yield sample
+                    index += 1
+
+    def _training_samples(self) -> Iterator[dict]:
+        generator = np.random.default_rng([self.seed, self.epoch, self.rank])
+        buffer: list[dict] = []
+        for pass_index in range(sys.maxsize):
+            order = np.random.default_rng([self.seed, self.epoch, pass_index]).permutation(len(self.shards))
+            produced = 0
+            for sample in self._pass(order.tolist()):
+                produced += 1
+                if len(buffer) < self.shuffle_buffer:
+                    buffer.append(sample)
+                    continue
+                slot = int(generator.integers(len(buffer)))
+                buffer[slot], sample = sample, buffer[slot]
+                yield sample
+            if produced == 0 and not buffer:
+                raise ShardError(f"rank {self.rank} got no samples from {self.split_dir}")
+            # flush the buffer in random order at the end of each pass
+            while buffer:
+                yield buffer.pop(int(generator.integers(len(buffer))))
+
+    def _eval_samples(self) -> Iterator[dict]:
+        index = 0
+        for shard in self.shards:
+            for sample in self._read_shard(shard):
+                if index % self.world_size == self.rank:
+                    yield sample
+                index += 1
+
+    def raw_batches(self) -> Iterator[list[dict]]:
+        samples = self._training_samples() if self.training else self._eval_samples()
+        batch: list[dict] = []
+        emitted = 0
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+                emitted += 1
+                if emitted == self.batches_per_epoch:
+                    return
+        if batch and emitted < self.batches_per_epoch:
+            yield batch
+
+    # -- decoded batches --------------------------------------------------------------------
+    def _collate(self, raw_batch: list[dict]) -> Batch:
+        if self._tokenizer is None:
+            from vdi.encoders import Tokenizer
+
+            self._tokenizer = Tokenizer(self.clip_name, self.clip_config_dir)
+        samples = [decode_sample(raw, self.load_patches) for raw in raw_batch]
+        return collate(samples, self._tokenizer, self.num_pre_clips, self.load_patches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index, raw_batch in enumerate(self.raw_batches()):
+            if index < self.start_batch or (index - self.start_batch) % workers != worker:
+                continue
+            yield self._collate(raw_batch)
+
+
+def make_loader(stream: ShardStream, num_workers: int) -> DataLoader:
+    """A DataLoader over a stream; workers are started per epoch (the stream's epoch is copied in)."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers > 0 else None,
+        # fork keeps worker start-up cheap on Linux; the stream holds no threads or CUDA state.
+        multiprocessing_context="fork" if num_workers > 0 and os.name == "posix" else None,
+    )
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from the environment (torchrun / SLURM / DeepSpeed set RANK, WORLD_SIZE)."""
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1)))
+    return rank, world
+
+
+__all__ = ["LoaderState", "ShardStream", "dist_info", "make_loader"]

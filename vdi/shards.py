@@ -1,0 +1,204 @@
+"""The shard format: one WebDataset sample per video, and one manifest per dataset split.
+
+A split folder holds ``shard-000000.tar, shard-000001.tar, ...`` and ``manifest.json``. Each
+sample (key = running index, so video ids with dots are safe) has:
+
+* ``features.npy``: [F, D] float16 per-frame global CLIP features at ``fps`` frames per second;
+* ``patches.npy`` (optional): [F, P, D] float16 projected patch tokens;
+* ``meta.json``: video id, duration, fps and every query of the video with its moment and the
+  Q^s / Q^d parse made once at preparation time (spaCy never runs per epoch).
+
+The manifest records counts, per-shard sha256 and sizes, the encoder (name and weights
+identity), fps and feature shapes; training refuses shards whose manifest does not match its
+model config (:func:`check_compatible`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vdi.batch import VideoSample
+from vdi.text import ParsedQuery
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ShardError(RuntimeError):
+    """Shards that cannot be used: missing, corrupt, or built for another model."""
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    sha256: str
+    bytes: int
+    num_videos: int
+    num_queries: int
+
+
+@dataclass
+class EncoderInfo:
+    name: str
+    # "tag:openai", "sha256:<hex of the checkpoint file>" or "random"
+    weights: str
+
+
+@dataclass
+class ShardManifest:
+    dataset: str
+    split: str
+    num_videos: int
+    num_queries: int
+    encoder: EncoderInfo
+    fps: float
+    feature_dim: int
+    num_patches: int  # 0 when patch tokens were not stored
+    shards: list[ShardInfo] = field(default_factory=list)
+    hygiene: list[str] = field(default_factory=list)
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def has_patches(self) -> bool:
+        return self.num_patches > 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ShardManifest:
+        data = dict(data)
+        data["encoder"] = EncoderInfo(**data["encoder"])
+        data["shards"] = [ShardInfo(**s) for s in data.get("shards", [])]
+        return cls(**data)
+
+
+def read_manifest(split_dir: str | Path) -> ShardManifest:
+    path = Path(split_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise ShardError(
+            f"no {MANIFEST_NAME} in {split_dir}; build the split with `python -m data_prep shards ...` "
+            "(or `python -m data_prep synthetic` for the embedded default)"
+        )
+    try:
+        manifest = ShardManifest.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as error:
+        raise ShardError(f"{path} is not a valid shard manifest ({error}); rebuild the shards") from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise ShardError(f"{path} has shard format {manifest.format_version}, this vdi reads {FORMAT_VERSION}")
+    return manifest
+
+
+def write_manifest(split_dir: str | Path, manifest: ShardManifest) -> None:
+    path = Path(split_dir) / MANIFEST_NAME
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(manifest.to_json())
+    temporary.replace(path)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_identity(pretrained: str | None) -> str:
+    """How a CLIP's weights are named in manifests: a tag, the checkpoint's sha256, or random."""
+    from vdi.encoders import _looks_like_path
+
+    if pretrained is None:
+        return "random"
+    if _looks_like_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise ShardError(f"CLIP checkpoint {path} not found (model.clip.pretrained)")
+        return f"sha256:{sha256_file(path)}"
+    return f"tag:{pretrained}"
+
+
+def check_compatible(
+    manifest: ShardManifest, clip_name: str, weights: str, feature_dim: int, needs_patches: bool, where: str
+) -> None:
+    """Refuse shards built with another encoder, feature size, or without patches L^sd needs."""
+    problems = []
+    if manifest.encoder.name != clip_name:
+        problems.append(f"encoder {manifest.encoder.name} != model.clip.name {clip_name}")
+    if manifest.encoder.weights != weights:
+        problems.append(f"encoder weights {manifest.encoder.weights} != model.clip.pretrained ({weights})")
+    if manifest.feature_dim != feature_dim:
+        problems.append(f"feature size {manifest.feature_dim} != text tower size {feature_dim}")
+    if needs_patches and not manifest.has_patches:
+        problems.append(
+            "no patch tokens but L^sd needs them (re-extract with --patches or injection.spatial_dynamic=none)"
+        )
+    if problems:
+        raise ShardError(f"shards in {where} do not match the model config: " + "; ".join(problems))
+
+
+def encode_sample(
+    index: int,
+    video_id: str,
+    duration: float,
+    fps: float,
+    features: np.ndarray,
+    patches: np.ndarray | None,
+    queries: list[dict],
+) -> dict:
+    """A WebDataset sample dict (bytes values) for one video."""
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)
+        return buffer.getvalue()
+
+    meta = {
+        "video_id": video_id,
+        "duration": float(duration),
+        "fps": float(fps),
+        "num_frames": int(features.shape[0]),
+        "queries": queries,
+    }
+    sample = {"__key__": f"{index:09d}", "features.npy": npy(features), "meta.json": json.dumps(meta).encode()}
+    if patches is not None:
+        sample["patches.npy"] = npy(patches)
+    return sample
+
+
+def decode_sample(raw: dict, load_patches: bool = True) -> VideoSample:
+    """A raw WebDataset sample (bytes) -> VideoSample; raises ShardError naming the sample."""
+    try:
+        meta = json.loads(raw["meta.json"])
+        features = np.load(io.BytesIO(raw["features.npy"]), allow_pickle=False)
+        patches = None
+        if load_patches and "patches.npy" in raw:
+            patches = np.load(io.BytesIO(raw["patches.npy"]), allow_pickle=False)
+        queries = [ParsedQuery(q["sentence"], q["static"], q["dynamic"]) for q in meta["queries"]]
+        moments = np.array([[q["start"], q["end"]] for q in meta["queries"]], dtype=np.float64).reshape(-1, 2)
+    except (KeyError, ValueError, json.JSONDecodeError) as error:
+        raise ShardError(f"sample {raw.get('__key__')} of {raw.get('__url__')} is malformed: {error}") from None
+    return VideoSample(meta["video_id"], meta["duration"], features, queries, moments, patches)
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "EncoderInfo",
+    "ShardError",
+    "ShardInfo",
+    "ShardManifest",
+    "check_compatible",
+    "decode_sample",
+    "encode_sample",
+    "read_manifest",
+    "sha256_file",
+    "weights_identity",
+    "write_manifest",
+]
