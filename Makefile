@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m vdi.demo
+	$(PY) -m vdi.launch --local
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -114,8 +114,8 @@ def training_consumption() -> float:
 def extraction_rate(device: str) -> None:
     from helpers import write_video
 
-    from data_prep.video import decode_video
     from vdi.encoders import FrozenVisualEncoder, create_clip
+    from vdi.video import decode_video
 
     encoder = FrozenVisualEncoder(create_clip("ViT-B-32", None)).to(device)
     frames = torch.randint(0, 255, (64, 240, 320, 3), dtype=torch.uint8)

@@ -66,7 +66,7 @@ def _read_all(dataset: str, annotations: Path, splits: list[str] | None):
 
 
 def _video_list(read: dict, videos_dir: Path) -> list[tuple[str, Path | None]]:
-    from data_prep.video import find_video
+    from vdi.video import find_video
 
     seen: dict[str, Path | None] = {}
     for split_annotations in read.values():
@@ -98,6 +98,7 @@ def _extract(args, read: dict) -> None:
         device=args.device,
         batch_frames=args.batch_frames,
         workers=args.workers,
+        precision=args.precision,
     )
 
 
@@ -148,12 +149,6 @@ def cmd_verify(args) -> int:
     return 1 if problems else 0
 
 
-def cmd_synthetic(args) -> int:
-    from data_prep.synthetic.build import main as synthetic_main
-
-    return synthetic_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sub.add_argument("--batch-frames", type=int, default=256, help="frames per visual-tower batch")
         sub.add_argument("--workers", type=int, default=2, help="decoding processes")
+        sub.add_argument(
+            "--precision",
+            default="auto",
+            choices=["auto", "fp32", "bf16"],
+            help="visual tower precision (auto: bf16 on GPU, fp32 on CPU)",
+        )
 
     def shard_arguments(sub: argparse.ArgumentParser, with_features: bool) -> None:
         if with_features:
@@ -211,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("split_dir")
     verify.set_defaults(run=cmd_verify)
 
-    synthetic = commands.add_parser("synthetic", help="build the embedded synthetic world", add_help=False)
-    synthetic.add_argument("rest", nargs=argparse.REMAINDER)
-    synthetic.set_defaults(run=cmd_synthetic)
+    commands.add_parser("synthetic", help="build the embedded synthetic world (see: synthetic --help)")
     return parser
 
 
@@ -225,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     from vdi.shards import ShardError
     from vdi.text import SpacyModelMissing
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synthetic"]:  # its own parser (python -m data_prep synthetic --help)
+        from data_prep.synthetic.build import main as synthetic_main
+
+        return synthetic_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -136,6 +136,7 @@ def build_split(
         shards=infos,
         hygiene=lines,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        max_duration=max(float(durations[r.video_id]) for r in kept),
     )
     write_manifest(temporary, manifest)
     shutil.rmtree(final, ignore_errors=True)

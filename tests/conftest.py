@@ -31,3 +31,26 @@ def annotations_dir() -> Path:
     if not ANNOTATIONS.is_dir():
         pytest.skip(f"real annotation files not present at {ANNOTATIONS} (../shared/data/annotations)")
     return ANNOTATIONS
+
+
+CLUSTER = PROJECT_ROOT / "slurm" / "local_cluster.sh"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The local SLURM (slurm/local_cluster.sh): started once, stopped at the end; yields its env."""
+    import subprocess
+
+    started = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+    if started.returncode != 0:
+        message = f"local SLURM could not start: {started.stderr.strip()[-500:]}"
+        if os.environ.get("VDI_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    exports = subprocess.run(["bash", str(CLUSTER), "env"], capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    for line in exports.splitlines():
+        key, value = line.removeprefix("export ").split("=", 1)
+        env[key] = value.replace("$PATH", env["PATH"])
+    yield env
+    subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, text=True, timeout=120)

@@ -7,7 +7,8 @@ from vdi.config import ConfigError, check_overrides, flatten, list_presets, load
 def test_every_preset_loads_and_validates(preset):
     cfg = load_config(preset)
     assert cfg.model.num_pre_clips % cfg.model.num_clips == 0
-    assert cfg.optim.text_lr_ratio == pytest.approx(0.1)
+    if preset not in ("synthetic", "tiny"):  # the real benchmarks keep the paper's 1/10
+        assert cfg.optim.text_lr_ratio == pytest.approx(0.1)
 
 
 def test_presets_carry_the_paper_and_mmn_hyperparameters():

@@ -162,6 +162,9 @@ class DistConfig:
     backend: str = "auto"
     # Where DeepSpeed's JIT-built ops are cached.
     extensions_dir: str = ".cache/torch_extensions"
+    # Every N steps check that all ranks hold identical parameters and saw disjoint videos
+    # (a checksum all-gather; 0 = off).
+    verify_sync_steps: int = 0
 
 
 @dataclass
@@ -172,6 +175,8 @@ class TrackConfig:
     tracking_uri: str | None = None
     log_every_steps: int = 10
     log_checkpoint: bool = False
+    # Nest this run under a parent run (a sweep sets it for its trials).
+    parent_run_id: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,13 @@ def create_clip(name: str, pretrained: str | None, config_dir: str | None = None
             "folder with model.clip.config_dir"
         )
     if pretrained is None:
-        model = open_clip.create_model(name, pretrained=None)
+        # open_clip warns that no weights were loaded; here that is the intent (random weights, or
+        # weights loaded right after from a vdi checkpoint)
+        logging.disable(logging.WARNING)
+        try:
+            model = open_clip.create_model(name, pretrained=None)
+        finally:
+            logging.disable(logging.NOTSET)
     elif _looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():

@@ -189,8 +189,14 @@ class VDIModel(nn.Module):
         dynamic = features[-1] if needs_dynamic else None
         return query, static, dynamic
 
-    def forward(self, batch: Batch, epoch: int = 1) -> LossTerms:
-        query, static, dynamic = self.encode_text(batch)
+    def forward(self, batch: Batch, epoch: int = 1, freeze_text: bool = False) -> LossTerms:
+        """All loss terms of eq. 11 for a batch. ``freeze_text`` runs the text tower without
+        gradient (MMN's first epochs); the injection modules still learn."""
+        if freeze_text:
+            with torch.no_grad():
+                query, static, dynamic = self.encode_text(batch)
+        else:
+            query, static, dynamic = self.encode_text(batch)
         output = self.retriever.retrieve(batch.video_features, query, batch.sentence_video)
         head = self.retriever.head
         sentence_durations = batch.sentence_durations

@@ -62,6 +62,7 @@ class ShardManifest:
     num_patches: int  # 0 when patch tokens were not stored
     shards: list[ShardInfo] = field(default_factory=list)
     hygiene: list[str] = field(default_factory=list)
+    max_duration: float = 0.0  # longest video, seconds (the Predictor's window for long videos)
     created: str = ""
     format_version: int = FORMAT_VERSION
 

@@ -1,0 +1,473 @@
+"""The synthetic dynamics world: small rendered videos whose moments need *change* to be found.
+
+A video shows 1-3 objects (shape x colour x size) over a named scene. Objects drift slowly; a
+few timed events make one object move left / right / up / down, grow, shrink, spin, jump,
+appear, disappear or stay still. Events of a video never overlap in time, objects that are not
+acting stay visible (distractors), and the sampler makes sure that most queries need both the
+object words *and* the change words: the same object acts more than once, and the same action
+is done by different objects.
+
+Image-text pre-training (``pretrain.py``) sees single frames with static captions only (objects,
+colours, sizes, scene; no action words): the tiny CLIP knows *what* the objects are, not *how
+they change*. That is the gap VDI is about.
+
+Everything is deterministic given the seed: ``sample_video(seed, index)`` always returns the same
+specification and ``render_frames(spec)`` the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.92, 0.12, 0.12),
+    "green": (0.15, 0.85, 0.2),
+    "blue": (0.15, 0.3, 1.0),
+    "yellow": (1.0, 0.92, 0.1),
+    "purple": (0.62, 0.18, 0.9),
+    "orange": (1.0, 0.55, 0.05),
+    "cyan": (0.1, 0.92, 0.95),
+    "pink": (1.0, 0.45, 0.75),
+}
+SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
+# Nouns a caption or query may use for a shape (all appear in the pre-training captions).
+SHAPE_NOUNS = {
+    "circle": ["circle", "disc"],
+    "square": ["square", "box"],
+    "triangle": ["triangle"],
+    "star": ["star"],
+    "cross": ["cross", "plus sign"],
+    "ring": ["ring", "hoop"],
+}
+SIZES = {"small": 8.0, "big": 12.0}  # radius in pixels at 64 x 64
+SCENES = ["forest", "beach", "night", "desert", "snow", "city"]
+ROTATION_SYMMETRIC = {"circle", "ring"}  # a spin would be invisible
+
+ACTIONS = ["left", "right", "up", "down", "grow", "shrink", "spin", "jump", "appear", "disappear", "still"]
+# Several phrasings per action (synonyms, word order); checked to parse into Q^s / Q^d by spaCy.
+ACTION_PHRASES = {
+    "left": ["moves to the left", "slides to the left", "goes left", "travels leftwards"],
+    "right": ["moves to the right", "slides to the right", "goes right", "travels rightwards"],
+    "up": ["moves up", "rises", "goes upwards", "floats up"],
+    "down": ["moves down", "sinks", "goes downwards", "drops down"],
+    "grow": ["grows", "gets bigger", "expands", "becomes larger"],
+    "shrink": ["shrinks", "gets smaller", "contracts", "becomes smaller"],
+    "spin": ["spins", "rotates", "turns around", "spins around"],
+    "jump": ["jumps", "hops", "jumps up and lands", "leaps"],
+    "appear": ["appears", "shows up", "comes into view", "pops up"],
+    "disappear": ["disappears", "vanishes", "fades away", "goes out of view"],
+    "still": ["stays still", "stops moving", "holds still", "keeps still"],
+}
+QUERY_TEMPLATES = [
+    "{object} {action}",
+    "{object} {action}",
+    "{object} {action} in the {scene}",
+    "in the {scene}, {object} {action}",
+    "then {object} {action}",
+    "{object} suddenly {action}",
+]
+
+FRAME_SIZE = 64
+VIDEO_FPS = 8
+DRIFT_SPEED = 1.0  # pixels per second when an object is idle (slow: events must stand out)
+MOVE_DISTANCE = 20.0
+JUMP_HEIGHT = 14.0
+
+
+@dataclass
+class ObjectSpec:
+    shape: str
+    colour: str
+    size: str
+    x: float
+    y: float
+    drift: tuple[float, float]
+    angle: float = 0.0
+
+    def words(self, rng: np.random.Generator, with_size: bool) -> str:
+        noun = SHAPE_NOUNS[self.shape][int(rng.integers(len(SHAPE_NOUNS[self.shape])))]
+        size = f"{self.size} " if with_size else ""
+        return f"{size}{self.colour} {noun}"
+
+
+@dataclass
+class Event:
+    obj: int
+    action: str
+    start: float
+    end: float
+
+
+@dataclass
+class VideoSpec:
+    video_id: str
+    seed: int
+    scene: str
+    duration: float
+    objects: list[ObjectSpec]
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return round(self.duration * VIDEO_FPS)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_video(
+    seed: int,
+    index: int,
+    colours: list[str],
+    min_duration: float = 8.0,
+    max_duration: float = 20.0,
+    prefix: str = "syn",
+    acting_colours: list[str] | None = None,
+) -> VideoSpec:
+    """A video specification from (seed, prefix, index) alone.
+
+    Objects take their colours from ``colours``; with ``acting_colours`` the first object has
+    one of those and only objects of those colours act (the novel-word OOD split).
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(prefix.encode()), index])
+    duration = round(float(rng.uniform(min_duration, max_duration)) * VIDEO_FPS) / VIDEO_FPS
+    scene = SCENES[int(rng.integers(len(SCENES)))]
+    count = int(rng.choice([1, 2, 3], p=[0.15, 0.45, 0.4]))
+    objects: list[ObjectSpec] = []
+    used: set[tuple[str, str]] = set()
+    while len(objects) < count:
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        # a second object often shares the colour (or the shape) of the first: words must disambiguate
+        palette = acting_colours if (acting_colours and not objects) else colours
+        colour = objects[0].colour if objects and rng.random() < 0.35 else palette[int(rng.integers(len(palette)))]
+        if (shape, colour) in used:
+            continue
+        used.add((shape, colour))
+        size = list(SIZES)[int(rng.integers(len(SIZES)))]
+        x, y = _free_position(rng, objects)
+        direction = float(rng.uniform(0, 2 * math.pi))
+        objects.append(ObjectSpec(shape, colour, size, x, y, (math.cos(direction), math.sin(direction))))
+    spec = VideoSpec(f"{prefix}{index:05d}", seed, scene, duration, objects)
+    actors = [i for i, o in enumerate(objects) if acting_colours is None or o.colour in acting_colours]
+    spec.events = _sample_events(rng, spec, actors)
+    return spec
+
+
+def _free_position(rng: np.random.Generator, objects: list[ObjectSpec]) -> tuple[float, float]:
+    margin = 14.0
+    best = None
+    for _ in range(30):
+        x, y = (float(v) for v in rng.uniform(margin, FRAME_SIZE - margin, size=2))
+        distance = min((math.hypot(x - o.x, y - o.y) for o in objects), default=99.0)
+        if distance > 22:
+            return x, y
+        if best is None or distance > best[0]:
+            best = (distance, x, y)
+    return best[1], best[2]
+
+
+def _sample_events(rng: np.random.Generator, spec: VideoSpec, actors: list[int]) -> list[Event]:
+    count = int(rng.integers(2, 5))
+    slots = []
+    cursor = float(rng.uniform(0.3, 1.5))
+    for _ in range(count):
+        length = float(rng.uniform(1.5, 3.5))
+        if cursor + length > spec.duration - 0.3:
+            break
+        slots.append((round(cursor, 2), round(cursor + length, 2)))
+        cursor += length + float(rng.uniform(0.5, 2.0))
+    events: list[Event] = []
+    appeared: set[int] = set()
+    gone: set[int] = set()
+    for index, (start, end) in enumerate(slots):
+        # favour an object that already acted (same object, other action) half of the time
+        candidates = [i for i in actors if i not in gone]
+        if not candidates:
+            break
+        acted = [e.obj for e in events if e.obj in candidates]
+        obj = int(rng.choice(acted)) if acted and rng.random() < 0.5 else int(rng.choice(candidates))
+        actions = [a for a in ACTIONS if a not in ("appear", "disappear")]
+        if spec.objects[obj].shape in ROTATION_SYMMETRIC:
+            actions.remove("spin")
+        if index == len(slots) - 1 and obj not in appeared:
+            actions.append("disappear")
+        if not any(e.obj == obj for e in events):
+            actions.append("appear")
+        # the same action by another object makes the object words necessary
+        previous = [e.action for e in events if e.obj != obj and e.action in actions]
+        action = str(rng.choice(previous)) if previous and rng.random() < 0.4 else str(rng.choice(actions))
+        if action == "appear":
+            appeared.add(obj)
+        if action == "disappear":
+            gone.add(obj)
+        events.append(Event(obj, action, start, end))
+    return events
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def describe(spec: VideoSpec, obj: int, rng: np.random.Generator) -> str:
+    """A noun phrase naming an object; the size is added when colour + shape are ambiguous."""
+    target = spec.objects[obj]
+    ambiguous = any(
+        o.colour == target.colour and o.shape == target.shape for i, o in enumerate(spec.objects) if i != obj
+    )
+    with_size = ambiguous or rng.random() < 0.35
+    article = "the" if rng.random() < 0.7 else "a"
+    return f"{article} {target.words(rng, with_size)}"
+
+
+def event_query(spec: VideoSpec, event: Event, rng: np.random.Generator) -> str:
+    phrases = ACTION_PHRASES[event.action]
+    template = QUERY_TEMPLATES[int(rng.integers(len(QUERY_TEMPLATES)))]
+    text = template.format(
+        object=describe(spec, event.obj, rng),
+        action=phrases[int(rng.integers(len(phrases)))],
+        scene=spec.scene,
+    )
+    return text
+
+
+def video_queries(spec: VideoSpec) -> list[tuple[float, float, str]]:
+    rng = np.random.default_rng([spec.seed, 7919, zlib.crc32(spec.video_id.encode())])
+    return [(event.start, event.end, event_query(spec, event, rng)) for event in spec.events]
+
+
+POSITION_PHRASES = [
+    ["at the top left", "at the top", "at the top right"],
+    ["on the left", "in the centre", "on the right"],
+    ["at the bottom left", "at the bottom", "at the bottom right"],
+]
+
+
+def position_cell(x: float, y: float) -> int:
+    """Which of the 3 x 3 cells of the frame a point lies in (row-major)."""
+    column = min(2, max(0, int(x / FRAME_SIZE * 3)))
+    row = min(2, max(0, int(y / FRAME_SIZE * 3)))
+    return row * 3 + column
+
+
+def static_caption(objects: list[ObjectSpec], scene: str, rng: np.random.Generator) -> str:
+    """A pre-training caption: objects, colours, sizes, where they are and the scene; never an
+    action word. (Positions are what a still image shows; without them the tiny CLIP's global
+    feature does not encode where objects are, and no motion could be seen in a video.)"""
+    parts = []
+    for obj in objects:
+        cell = position_cell(obj.x, obj.y)
+        parts.append(f"a {obj.words(rng, with_size=True)} {POSITION_PHRASES[cell // 3][cell % 3]}")
+    if len(parts) == 1:
+        listing = parts[0]
+    else:
+        listing = ", ".join(parts[:-1]) + " and " + parts[-1]
+    if not parts:
+        return f"an empty {scene}"
+    return f"{listing} in the {scene}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+_GRID = np.stack(np.meshgrid(np.arange(FRAME_SIZE) + 0.5, np.arange(FRAME_SIZE) + 0.5, indexing="xy"), axis=-1)
+
+
+def background(scene: str, seed: int) -> np.ndarray:
+    """A [64, 64, 3] float background for a named scene (a little texture, muted colours)."""
+    rng = np.random.default_rng([seed, 31])
+    y = _GRID[..., 1:2] / FRAME_SIZE
+    noise = rng.normal(0, 0.02, (FRAME_SIZE, FRAME_SIZE, 1))
+    if scene == "forest":
+        image = np.array([0.1, 0.3, 0.12]) * (0.8 + 0.4 * y) + noise
+        for trunk in rng.uniform(0, FRAME_SIZE, 5):
+            image[:, int(trunk) : int(trunk) + 2] *= 0.6
+    elif scene == "beach":
+        sky, sand = np.array([0.45, 0.65, 0.8]), np.array([0.62, 0.55, 0.38])
+        image = np.where(y < 0.45, sky, sand) + noise
+    elif scene == "night":
+        image = np.array([0.04, 0.05, 0.16]) * (1.2 - 0.5 * y) + noise * 0.5
+        for _ in range(14):
+            px, py = rng.integers(0, FRAME_SIZE, 2)
+            image[py, px] = 0.85
+    elif scene == "desert":
+        image = np.array([0.68, 0.45, 0.25]) * (0.85 + 0.3 * y) + noise
+    elif scene == "snow":
+        image = np.array([0.78, 0.8, 0.84]) - 0.15 * y + noise
+    elif scene == "city":
+        image = np.array([0.3, 0.3, 0.33]) + noise
+        for _ in range(6):
+            left, width, height = int(rng.integers(0, 56)), int(rng.integers(5, 12)), int(rng.integers(15, 45))
+            image[FRAME_SIZE - height :, left : left + width] = 0.18 + 0.1 * rng.random()
+    else:
+        raise ValueError(f"unknown scene {scene}")
+    return np.clip(image, 0, 1)
+
+
+def shape_mask(shape: str, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
+    """Anti-aliased coverage [64, 64] of a shape centred at (cx, cy) with the given radius."""
+    dx = (_GRID[..., 0] - cx) / radius
+    dy = (_GRID[..., 1] - cy) / radius
+    cos, sin = math.cos(angle), math.sin(angle)
+    x, y = cos * dx + sin * dy, -sin * dx + cos * dy
+    r = np.hypot(x, y)
+    if shape == "circle":
+        distance = r - 1.0
+    elif shape == "ring":
+        distance = np.abs(r - 0.72) - 0.28
+    elif shape == "square":
+        distance = np.maximum(np.abs(x), np.abs(y)) - 0.82
+    elif shape == "triangle":
+        # equilateral, pointing up (image rows grow downwards)
+        distance = np.maximum.reduce([-y * 0.5 + np.abs(x) * 0.866 - 0.5, y - 0.5]) * 1.3
+    elif shape == "star":
+        theta = np.arctan2(y, x) + math.pi / 2
+        boundary = 0.55 + 0.45 * (0.5 + 0.5 * np.cos(5 * theta)) ** 2
+        distance = r - boundary
+    elif shape == "cross":
+        arm = 0.32
+        distance = np.minimum(
+            np.maximum(np.abs(x) - arm, np.abs(y) - 1.0), np.maximum(np.abs(y) - arm, np.abs(x) - 1.0)
+        )
+    else:
+        raise ValueError(f"unknown shape {shape}")
+    return np.clip(0.5 - distance * radius, 0.0, 1.0)
+
+
+@dataclass
+class ObjectState:
+    x: float
+    y: float
+    scale: float
+    angle: float
+    alpha: float
+
+
+def object_states(spec: VideoSpec, time: float) -> list[ObjectState]:
+    """Where every object is at ``time`` (seconds): idle drift, then its events replayed in order."""
+    states = []
+    for index, obj in enumerate(spec.objects):
+        events = sorted((e for e in spec.events if e.obj == index), key=lambda e: e.start)
+        x, y, scale, angle = obj.x, obj.y, 1.0, obj.angle
+        alpha = 0.0 if events and events[0].action == "appear" else 1.0
+        dx, dy = obj.drift
+        cursor, lift, acting = 0.0, 0.0, False
+        for event in events:
+            if time <= event.start:
+                break
+            if alpha > 0:  # idle drift up to the event; an object drifts only while visible
+                x, y, dx, dy = _drift(x, y, dx, dy, event.start - cursor)
+            progress = min(1.0, (time - event.start) / (event.end - event.start))
+            smooth = 0.5 - 0.5 * math.cos(math.pi * progress)
+            action = event.action
+            if action in ("left", "right"):
+                target = min(max(x + (MOVE_DISTANCE if action == "right" else -MOVE_DISTANCE), 8.0), FRAME_SIZE - 8.0)
+                x += (target - x) * smooth
+            elif action in ("up", "down"):
+                target = min(max(y + (MOVE_DISTANCE if action == "down" else -MOVE_DISTANCE), 8.0), FRAME_SIZE - 8.0)
+                y += (target - y) * smooth
+            elif action == "grow":
+                scale *= 1.0 + 0.6 * smooth
+            elif action == "shrink":
+                scale *= 1.0 - 0.45 * smooth
+            elif action == "spin":
+                angle += 2 * math.pi * smooth
+            elif action == "jump":
+                lift = min(JUMP_HEIGHT, y - 6.0) * math.sin(math.pi * progress)
+            elif action == "appear":
+                alpha = smooth
+            elif action == "disappear":
+                alpha = 1.0 - smooth
+            # "still": nothing changes, not even the drift
+            cursor = event.end
+            if progress < 1.0:
+                acting = True
+                break
+        if not acting and time > cursor and alpha > 0:
+            x, y, dx, dy = _drift(x, y, dx, dy, time - cursor)
+        states.append(ObjectState(x, y - lift, scale * SIZES[obj.size], angle, alpha))
+    return states
+
+
+def _drift(x: float, y: float, dx: float, dy: float, seconds: float) -> tuple[float, float, float, float]:
+    x, dx = _bounce(x + dx * DRIFT_SPEED * seconds, dx)
+    y, dy = _bounce(y + dy * DRIFT_SPEED * seconds, dy)
+    return x, y, dx, dy
+
+
+def _bounce(position: float, direction: float) -> tuple[float, float]:
+    low, high = 8.0, FRAME_SIZE - 8.0
+    if position < low:
+        return 2 * low - position, -direction
+    if position > high:
+        return 2 * high - position, -direction
+    return position, direction
+
+
+def draw(base: np.ndarray, objects: list[ObjectSpec], states: list[ObjectState]) -> np.ndarray:
+    """Composite objects (with a dark outline, so they read on any scene) onto a background."""
+    image = base.copy()
+    for obj, state in zip(objects, states):
+        if state.alpha <= 0:
+            continue
+        outline = shape_mask(obj.shape, state.x, state.y, state.scale + 1.2, state.angle)
+        fill = shape_mask(obj.shape, state.x, state.y, state.scale, state.angle)
+        image = image * (1 - outline[..., None] * state.alpha * 0.8)
+        image = (
+            image * (1 - fill[..., None] * state.alpha) + np.array(COLOURS[obj.colour]) * fill[..., None] * state.alpha
+        )
+    return image
+
+
+def render_frames(spec: VideoSpec) -> np.ndarray:
+    """All frames [T, 64, 64, 3] uint8 of a video at VIDEO_FPS."""
+    base = background(spec.scene, spec.seed * 100003 + zlib.crc32(spec.video_id.encode()))
+    frames = np.empty((spec.num_frames, FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+    for index in range(spec.num_frames):
+        image = draw(base, spec.objects, object_states(spec, index / VIDEO_FPS))
+        frames[index] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    return frames
+
+
+def write_video(path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
+    """H.264 via PyAV (yuv420p, constant quality), so the real decoding path reads it back."""
+    import av
+
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
+    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.pix_fmt = "yuv420p"
+    for frame in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_PHRASES",
+    "COLOURS",
+    "POSITION_PHRASES",
+    "SCENES",
+    "SHAPES",
+    "SHAPE_NOUNS",
+    "SIZES",
+    "VIDEO_FPS",
+    "Event",
+    "ObjectSpec",
+    "VideoSpec",
+    "background",
+    "draw",
+    "event_query",
+    "object_states",
+    "position_cell",
+    "render_frames",
+    "sample_video",
+    "shape_mask",
+    "static_caption",
+    "video_queries",
+    "write_video",
+]

@@ -1,0 +1,406 @@
+"""Ray Tune sweeps of VDI: lambda^vc, lambda^sd, learning rates and sequence models, or the paper's
+Table 3 ablation grid. Ray lives here only; each trial calls ``vdi.train.train(cfg, on_eval=...)``.
+
+    python sweeps/lambda_sweep.py                                  # search_space.yaml, 8 trials, ASHA
+    python sweeps/lambda_sweep.py --num-samples 32 --max-concurrent 4 --cpus-per-trial 4 --gpus-per-trial 1
+    python sweeps/lambda_sweep.py --ablation --seeds 3             # Table 3 rows x 3 seeds
+    python sweeps/lambda_sweep.py --resume --name my_sweep         # continue an interrupted sweep
+    python sweeps/lambda_sweep.py --slurm --nodes 2 --partition gpu ...   # a Ray cluster inside one allocation
+
+Every trial is an MLflow child run under one parent run per sweep (absolute sqlite URI by
+default, so trials in other working directories share one database). The best trial's resolved
+config is written as a YAML preset that ``python -m vdi.launch --config <path>`` accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_SPACE = Path(__file__).resolve().parent / "search_space.yaml"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the project's working directory
+
+# The paper's Table 3 rows: (injection.visual_context, injection.spatial_dynamic)
+ABLATION_ROWS: dict[str, tuple[str, str]] = {
+    "Baseline": ("none", "none"),
+    "L^vc w/o Q": ("learned", "none"),
+    "L^vc w/ Q": ("full", "none"),
+    "L^vc w/ Q^s": ("static", "none"),
+    "L^sd w/ LSTM": ("none", "lstm"),
+    "L^sd w/ Trans": ("none", "transformer"),
+    "L^vc + L^sd": ("static", "transformer"),
+}
+
+
+def load_space(path: Path) -> dict:
+    spec = yaml.safe_load(path.read_text())
+    for key in ("base_config", "metric", "mode", "space"):
+        if key not in spec:
+            raise SystemExit(f"error: {path} lacks '{key}'")
+    return spec
+
+
+def tune_space(space: dict) -> dict:
+    from ray import tune
+
+    result = {}
+    for key, item in space.items():
+        kind = item.get("type")
+        if kind == "loguniform":
+            result[key] = tune.loguniform(float(item["low"]), float(item["high"]))
+        elif kind == "uniform":
+            result[key] = tune.uniform(float(item["low"]), float(item["high"]))
+        elif kind == "choice":
+            result[key] = tune.choice(list(item["values"]))
+        elif kind == "grid":
+            result[key] = tune.grid_search(list(item["values"]))
+        else:
+            raise SystemExit(f"error: search space entry {key} has unknown type {kind!r}")
+    return result
+
+
+def absolute_paths(base_config: str, overrides: list[str]) -> list[str]:
+    """Trials may run elsewhere (other nodes, other folders): pin every path to an absolute one."""
+    from vdi.config import load_config
+
+    cfg = load_config(base_config, overrides)
+    pinned = [
+        f"data.shard_root={Path(cfg.data.shard_root).resolve()}",
+        f"dist.extensions_dir={Path(cfg.dist.extensions_dir).resolve()}",
+    ]
+    pretrained = cfg.model.clip.pretrained
+    if pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
+        pinned.append(f"model.clip.pretrained={Path(pretrained).resolve()}")
+    if cfg.model.clip.config_dir:
+        pinned.append(f"model.clip.config_dir={Path(cfg.model.clip.config_dir).resolve()}")
+    return pinned
+
+
+def _value(value) -> str:
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def make_trainable(base_config: str, fixed: list[str], run_root: Path, experiment: str, uri: str, parent: str):
+    def trainable(config: dict) -> None:
+        from ray import tune
+
+        from vdi.config import load_config
+        from vdi.train import train
+
+        context = tune.get_context()
+        overrides = list(fixed)
+        for key, value in config.items():
+            if key == "_row":
+                visual, spatial = ABLATION_ROWS[value]
+                overrides += [f"injection.visual_context={visual}", f"injection.spatial_dynamic={spatial}"]
+            else:
+                overrides.append(f"{key}={_value(value)}")
+        name = context.get_trial_name()
+        overrides += [
+            f"run.root={run_root}",
+            f"run.name={name}",
+            f"track.experiment={experiment}",
+            f"track.tracking_uri={uri}",
+            f"track.parent_run_id={parent}",
+            "data.num_workers=0",
+        ]
+        cfg = load_config(base_config, overrides)
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+        def on_eval(epoch: int, metrics: dict) -> None:
+            tune.report({**metrics, "epoch": epoch, "node": node})
+
+        result = train(cfg, on_eval)
+        if result["status"] != "finished":
+            raise RuntimeError(f"trial {name} was interrupted ({result['status']})")
+
+    return trainable
+
+
+def sweep_config(args, spec: dict) -> tuple[dict, list[str]]:
+    from ray import tune
+
+    fixed = list(spec.get("overrides") or []) + list(args.overrides)
+    if args.ablation:
+        return {
+            "_row": tune.grid_search(list(ABLATION_ROWS)),
+            "run.seed": tune.grid_search(list(range(args.seeds))),
+        }, fixed
+    return tune_space(spec["space"]), fixed
+
+
+def run_sweep(args) -> int:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from vdi.config import check_overrides, load_config, to_yaml
+    from vdi.tracking import close_children, default_tracking_uri, end_run, start_parent_run
+
+    spec = load_space(Path(args.space))
+    base_config = args.config or spec["base_config"]
+    metric, mode = args.metric or spec["metric"], spec.get("mode", "max")
+    space, fixed = sweep_config(args, spec)
+    check_overrides(fixed)
+    fixed = fixed + absolute_paths(base_config, fixed)
+    base = load_config(base_config, fixed)
+    if base.data.dataset == "synthetic" and not args.address:
+        from vdi.launch import ensure_synthetic_world
+
+        ensure_synthetic_world(base)
+    name = args.name or ("ablation" if args.ablation else "lambda_sweep")
+    sweep_dir = (Path(args.storage) / name).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    run_root = sweep_dir / "runs"
+    uri = args.tracking_uri or default_tracking_uri(Path(args.storage).resolve())
+    experiment = args.experiment or name
+    parent_file = sweep_dir / "parent_run_id"
+    if args.resume and parent_file.exists():
+        parent = parent_file.read_text().strip()
+    else:
+        parent = start_parent_run(
+            uri,
+            experiment,
+            name,
+            {"kind": "ablation" if args.ablation else "search", "base_config": base_config, "metric": metric},
+        )
+        parent_file.write_text(parent)
+    print(f"sweep {name}: parent MLflow run {parent} in experiment '{experiment}' ({uri})")
+
+    if args.address:
+        ray.init(address=args.address, include_dashboard=False)
+    else:
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=str(Path(args.ray_temp).resolve()))
+    trainable = tune.with_resources(
+        make_trainable(base_config, fixed, run_root, experiment, uri, parent),
+        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
+    )
+    scheduler = None
+    if not args.ablation and not args.no_asha:
+        asha = spec.get("asha", {})
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            # one past the last epoch: a trial that reaches it ends by itself and finishes its run
+            # (probe, best metrics) instead of being stopped at its final report
+            max_t=base.optim.max_epochs + 1,
+            grace_period=int(asha.get("grace_period", 2)),
+            reduction_factor=float(asha.get("reduction_factor", 2)),
+        )
+    status = "FAILED"
+    try:
+        if args.resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
+            tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=tune.TuneConfig(
+                    metric=metric,
+                    mode=mode,
+                    num_samples=1 if args.ablation else args.num_samples,
+                    max_concurrent_trials=args.max_concurrent,
+                    scheduler=scheduler,
+                ),
+                run_config=tune.RunConfig(
+                    name="tune",
+                    storage_path=str(sweep_dir),
+                    failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                    verbose=1,
+                ),
+            )
+        results = tuner.fit()
+        errors = [r for r in results if r.error is not None]
+        best = results.get_best_result(metric=metric, mode=mode, scope="all")
+        best_overrides = fixed + [f"{k}={_value(v)}" for k, v in best.config.items() if k != "_row"]
+        if "_row" in best.config:
+            visual, spatial = ABLATION_ROWS[best.config["_row"]]
+            best_overrides += [f"injection.visual_context={visual}", f"injection.spatial_dynamic={spatial}"]
+        best_cfg = load_config(base_config, [*best_overrides, f"run.name={name}-best"])
+        (sweep_dir / "best.yaml").write_text(to_yaml(best_cfg))
+        summary = {
+            "trials": len(results),
+            "errored": len(errors),
+            "best_metric": best.metrics.get(metric),
+            "best_config": best.config,
+            "nodes": sorted({r.metrics.get("node") for r in results if r.metrics and r.metrics.get("node")}),
+        }
+        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        print(f"{len(results)} trials ({len(errors)} errored) on nodes {summary['nodes']}")
+        print(f"best {metric} = {summary['best_metric']} with {best.config}")
+        print(
+            f"best config preset: {sweep_dir / 'best.yaml'}  (python -m vdi.launch --config {sweep_dir / 'best.yaml'})"
+        )
+        print(f"report: python sweeps/report.py --experiment {experiment} --tracking-uri {uri}")
+        status = "FINISHED" if not errors else "FAILED"
+        return 0 if not errors else 1
+    finally:
+        closed = close_children(uri, parent, "KILLED")
+        if closed:
+            print(f"{closed} stopped trial run(s) marked KILLED in MLflow")
+        end_run(uri, parent, status)
+        ray.shutdown()
+
+
+# --------------------------------------------------------------------------- SLURM
+
+
+SBATCH_TEMPLATE = """#!/bin/bash
+#SBATCH --job-name={job_name}
+#SBATCH --nodes={nodes}
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --time={time}
+#SBATCH --output={log}
+{extra}
+# A Ray cluster inside this allocation: the head on the first node, a worker on every other node,
+# all started with --block so no Ray daemon outlives the job; then the sweep driver connects.
+set -euo pipefail
+cd {project}
+nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
+head=${{nodes[0]}}
+head_ip=$(scontrol show node "$head" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
+port=$((20000 + SLURM_JOB_ID % 20000))
+export RAY_AUTH_MODE=disabled
+srun --nodes=1 --ntasks=1 -w "$head" {python} -m ray.scripts.scripts start --head --node-ip-address="$head_ip" \\
+    --port=$port --num-cpus={cpus} --num-gpus={gpus} --include-dashboard=false --temp-dir={ray_temp} --block &
+sleep 8
+for node in "${{nodes[@]:1}}"; do
+    srun --nodes=1 --ntasks=1 -w "$node" {python} -m ray.scripts.scripts start --address="$head_ip:$port" \\
+        --num-cpus={cpus} --num-gpus={gpus} --block &
+done
+sleep 8
+{python} {script} --address "$head_ip:$port" {driver_args}
+status=$?
+kill $(jobs -p) 2>/dev/null || true
+wait || true
+exit $status
+"""
+
+
+def submit_slurm(args, argv: list[str]) -> int:
+    import shutil
+    import subprocess
+
+    if shutil.which("sbatch") is None:
+        print("error: no sbatch on PATH; run the sweep here without --slurm", file=sys.stderr)
+        return 2
+    driver_args = [a for a in argv if a not in ("--slurm", "--wait")]
+    skip_next = {"--nodes", "--partition", "--account", "--time", "--cpus-per-node", "--gpus-per-node"}
+    cleaned, skip = [], False
+    for item in driver_args:
+        if skip:
+            skip = False
+            continue
+        if item in skip_next:
+            skip = True
+            continue
+        cleaned.append(item)
+    sweep_dir = (Path(args.storage) / (args.name or ("ablation" if args.ablation else "lambda_sweep"))).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    extra = "\n".join(
+        line
+        for line in (
+            f"#SBATCH --partition={args.partition}" if args.partition else "",
+            f"#SBATCH --account={args.account}" if args.account else "",
+            f"#SBATCH --gpus-per-node={args.gpus_per_node}" if args.gpus_per_node else "",
+        )
+        if line
+    )
+    script = sweep_dir / "sweep.sbatch"
+    log = sweep_dir / "slurm-%j.out"
+    script.write_text(
+        SBATCH_TEMPLATE.format(
+            job_name=f"vdi-{sweep_dir.name}",
+            nodes=args.nodes,
+            cpus=args.cpus_per_node,
+            gpus=args.gpus_per_node,
+            time=args.time,
+            log=log,
+            extra=extra,
+            project=PROJECT,
+            python=sys.executable,
+            script=Path(__file__).resolve(),
+            ray_temp=Path(args.ray_temp).resolve(),
+            driver_args=" ".join(f"'{a}'" for a in cleaned),
+        )
+    )
+    submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    if submitted.returncode != 0:
+        print(f"error: sbatch refused the sweep: {submitted.stderr.strip()}", file=sys.stderr)
+        return 2
+    job_id = submitted.stdout.strip().split(";")[0]
+    log_path = Path(str(log).replace("%j", job_id))
+    print(f"submitted sweep job {job_id} on {args.nodes} node(s); log: {log_path}")
+    if not args.wait:
+        return 0
+    while True:
+        state = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+        if state.stdout.strip() in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            break
+        time.sleep(3)
+    print(log_path.read_text()[-4000:] if log_path.exists() else "(no log)")
+    return 0 if state.stdout.strip() == "COMPLETED" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="extra fixed dotlist overrides for every trial")
+    parser.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML")
+    parser.add_argument("--config", default=None, help="base preset / YAML (default: the space file's base_config)")
+    parser.add_argument("--metric", default=None, help="metric to optimise (default: the space file's)")
+    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument("--cpus-per-trial", type=float, default=1)
+    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use here (default: all)")
+    parser.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    parser.add_argument("--no-asha", action="store_true", help="run every trial to the end")
+    parser.add_argument("--ablation", action="store_true", help="the paper's Table 3 rows instead of a search")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per ablation row")
+    parser.add_argument("--rows", nargs="+", default=None, help="a subset of the ablation rows (names as in Table 3)")
+    parser.add_argument("--name", default=None, help="sweep name (folder and MLflow parent run)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep name)")
+    parser.add_argument("--storage", default="runs/sweeps", help="where sweeps keep their state")
+    parser.add_argument("--tracking-uri", default=None, help="default: sqlite under --storage (absolute)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of --name")
+    parser.add_argument("--address", default=None, help="connect to a running Ray cluster")
+    parser.add_argument("--ray-temp", default="/tmp/vdi-ray", help="Ray's session folder")
+    slurm = parser.add_argument_group("SLURM: a Ray cluster inside one allocation")
+    slurm.add_argument("--slurm", action="store_true")
+    slurm.add_argument("--nodes", type=int, default=2)
+    slurm.add_argument("--cpus-per-node", type=int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=0)
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--time", default="4:00:00")
+    slurm.add_argument("--wait", action="store_true", help="wait for the SLURM sweep and print its log")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.slurm:
+        return submit_slurm(args, argv)
+    from vdi.config import ConfigError
+
+    try:
+        return run_sweep(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Predictor and python -m vdi.predict: ranked moments from a video and sentences, long-video
+windows, clean errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_video
+
+from vdi.checkpoint import save_inference_checkpoint
+from vdi.config import load_config, to_dict
+from vdi.encoders import create_clip
+from vdi.predict import Predictor
+from vdi.text import QueryError
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny retriever trained on planted features (vdi.toy), saved like training saves it."""
+    from vdi.batch import collate
+    from vdi.encoders import Tokenizer
+    from vdi.injection import build_vdi_model
+    from vdi.toy import planted_samples
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    clip_path = folder / "clip.pt"
+    torch.manual_seed(0)
+    clip = create_clip("vdi-test-tiny", None)
+    torch.save(clip.state_dict(), clip_path)
+    cfg = load_config(
+        "tiny",
+        [
+            f"model.clip.pretrained={clip_path}",
+            "model.num_pre_clips=16",
+            "model.num_clips=8",
+            "model.pooling_counts=[7]",
+            "injection.visual_context=none",
+            "injection.spatial_dynamic=none",
+        ],
+    )
+    model = build_vdi_model(cfg, clip)
+    batch = collate(
+        planted_samples(8, num_frames=16, seed=PLANT_SEED), Tokenizer("vdi-test-tiny"), 16, load_patches=False
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for _ in range(150):
+        terms = model(batch)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+    path = folder / "model.pt"
+    save_inference_checkpoint(
+        path, model.retriever.state_dict(), to_dict(cfg), {}, 1, {"feature_fps": 2.0, "max_train_duration": 8.0}
+    )
+    return path
+
+
+PLANT_SEED = 4
+
+
+def test_predict_ranks_moments_after_nms(checkpoint, tmp_path):
+    write_video(tmp_path / "v.mp4", 6.0, rate=8, size=(40, 32))
+    predictor = Predictor.from_checkpoint(checkpoint)
+    video = predictor.encode_video(tmp_path / "v.mp4")
+    assert video.features.shape == (12, 64) and video.duration == pytest.approx(6.0)
+    assert video.windows == [(0.0, pytest.approx(6.0))]
+    results = predictor.predict(video, ["a person opens the door", "the man walks away"], top_k=3)
+    assert len(results) == 2 and all(1 <= len(r) <= 3 for r in results)
+    for moments in results:
+        scores = [m.score for m in moments]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0 <= m.start < m.end <= 6.0 + 1e-6 for m in moments)
+    # a batch of queries equals the queries one by one (the text side is batched, the video encoded once)
+    single = predictor.predict(video, ["the man walks away"], top_k=3)[0]
+    assert [(m.start, m.end) for m in single] == [(m.start, m.end) for m in results[1]]
+    assert single[0].score == pytest.approx(results[1][0].score, abs=1e-5)
+    with pytest.raises(QueryError, match="query 1 is empty"):
+        predictor.predict(video, ["fine", "   "])
+
+
+def test_long_video_windows_find_a_planted_moment(checkpoint):
+    """A 40 s video (5x the 8 s training span) with one planted "opens the door" moment at 26-30 s:
+    the windows are cut as documented and the top moment lands on it, in absolute seconds."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    assert predictor.window_bounds(40.0)[:3] == [(0.0, 8.0), (4.0, 12.0), (8.0, 16.0)]
+    assert predictor.window_bounds(40.0)[-1] == (32.0, 40.0)
+    assert predictor.window_bounds(8.2) == [(0.0, 8.2)]  # within 5% of the span: one window
+    directions = np.random.default_rng(PLANT_SEED).standard_normal((4, 64))  # vdi.toy's action directions
+    features = np.random.default_rng(1).standard_normal((80, 64)) * 0.5  # 40 s at 2 fps
+    features[52:60] += 3.0 * directions[0]  # ACTIONS[0] = "opens the door", 26 s .. 30 s
+    video = predictor.encode_video(torch.tensor(features, dtype=torch.float32))
+    assert len(video.windows) == 9
+    top = predictor.predict(video, ["a person opens the door"], top_k=1)[0][0]
+    iou = max(0.0, min(top.end, 30.0) - max(top.start, 26.0)) / (max(top.end, 30.0) - min(top.start, 26.0))
+    assert iou >= 0.5, top
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "vdi.predict", *args], capture_output=True, text=True, cwd=PROJECT, timeout=300
+    )
+
+
+def test_cli_table_json_and_errors(checkpoint, tmp_path):
+    write_video(tmp_path / "v.mp4", 5.0, rate=8, size=(40, 32))
+    result = run_cli("--checkpoint", str(checkpoint), str(tmp_path / "v.mp4"), "a man jumps", "--json", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.splitlines()[0])
+    assert line["query"] == "a man jumps" and len(line["moments"]) <= 2
+    queries = tmp_path / "q.txt"
+    queries.write_text("a man jumps\nthe woman sits\n")
+    table = run_cli("--checkpoint", str(checkpoint), str(tmp_path / "v.mp4"), "--queries", str(queries))
+    assert table.returncode == 0 and "the woman sits" in table.stdout and "rank" in table.stdout
+    (tmp_path / "broken.mp4").write_bytes(b"nope" * 100)
+    (tmp_path / "old.pt").write_bytes(b"not a checkpoint")
+    cases = [
+        ((str(checkpoint), str(tmp_path / "missing.mp4"), "a man jumps"), "video"),
+        ((str(checkpoint), str(tmp_path / "broken.mp4"), "a man jumps"), "cannot open"),
+        ((str(checkpoint), str(tmp_path / "v.mp4"), "  "), "sentence 1 is empty"),
+        ((str(tmp_path / "old.pt"), str(tmp_path / "v.mp4"), "a man jumps"), "not a vdi checkpoint"),
+        ((str(tmp_path / "none.pt"), str(tmp_path / "v.mp4"), "a man jumps"), "checkpoint"),
+    ]
+    for (ckpt, video, sentence), message in cases:
+        failed = run_cli("--checkpoint", ckpt, video, sentence)
+        assert failed.returncode == 2, failed.stderr
+        assert failed.stderr.startswith("error: ") and message in failed.stderr
+        assert "Traceback" not in failed.stderr

@@ -1,0 +1,194 @@
+"""Ray Tune sweeps (sweeps/lambda_sweep.py) and the report (sweeps/report.py) on tiny data:
+a local ASHA sweep, the Table 3 ablation grid with one seed, and a sweep on the local SLURM."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import write_toy_shards
+
+from vdi.toy import planted_samples
+
+PROJECT = Path(__file__).resolve().parents[1]
+SWEEP = PROJECT / "sweeps" / "lambda_sweep.py"
+REPORT = PROJECT / "sweeps" / "report.py"
+
+
+@pytest.fixture(scope="module")
+def sweep_shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep_shards")
+    write_toy_shards(planted_samples(24, num_frames=16, seed=31), root / "train", per_shard=12, split="train")
+    write_toy_shards(planted_samples(8, num_frames=16, seed=32), root / "test", per_shard=8, split="test")
+    return root
+
+
+def fixed(shard_root):
+    return [
+        f"data.shard_root={shard_root}",
+        "data.eval_splits=[test]",
+        "data.probe_split=test",
+        "eval.select_split=test",
+        "optim.max_epochs=3",
+        "optim.batch_size=4",
+        "track.log_every_steps=2",
+    ]
+
+
+def sweep(args, storage, env=None, timeout=1200):
+    import tempfile
+
+    ray_temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    command = [
+        sys.executable,
+        str(SWEEP),
+        "--config",
+        "tiny",
+        "--metric",
+        "test/R1@0.5",
+        "--storage",
+        str(storage),
+        "--ray-temp",
+        ray_temp,
+        *args,
+    ]
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, env=env, timeout=timeout)
+
+
+def child_runs(storage, experiment):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+@pytest.mark.integration
+def test_local_asha_sweep_then_report(sweep_shards, tmp_path):
+    result = sweep(
+        ["--name", "smoke", "--num-samples", "4", "--max-concurrent", "2", "--num-cpus", "2", *fixed(sweep_shards)],
+        tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "4 trials (0 errored)" in output
+    best = tmp_path / "smoke" / "best.yaml"
+    from vdi.config import load_config
+
+    cfg = load_config(str(best))  # a preset vdi.launch accepts
+    assert cfg.run.name == "smoke-best"
+    parents, children = child_runs(tmp_path, "smoke")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert all(r.info.status != "RUNNING" for r in children)  # ASHA-stopped trials are closed, not left running
+    assert all("loss.lambda_vc" in r.data.params for r in children)
+    report = subprocess.run(
+        [
+            sys.executable,
+            str(REPORT),
+            "--experiment",
+            "smoke",
+            "--splits",
+            "test",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "| Method | seeds |" in (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "r1_vs_lambda_vc.png").exists()
+
+
+@pytest.mark.integration
+def test_ablation_grid_one_seed_and_table(sweep_shards, tmp_path):
+    result = sweep(
+        [
+            "--name",
+            "ablation",
+            "--ablation",
+            "--seeds",
+            "1",
+            "--max-concurrent",
+            "2",
+            "--num-cpus",
+            "2",
+            *fixed(sweep_shards),
+        ],
+        tmp_path,
+        timeout=1800,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    _, children = child_runs(tmp_path, "ablation")
+    assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
+    report = subprocess.run(
+        [
+            sys.executable,
+            str(REPORT),
+            "--experiment",
+            "ablation",
+            "--splits",
+            "test",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    table = (tmp_path / "report" / "report.md").read_text()
+    for row in ("Baseline", "L^vc w/o Q", "L^vc w/ Q", "L^vc w/ Q^s", "L^sd w/ LSTM", "L^sd w/ Trans", "L^vc + L^sd"):
+        assert f"| {row} | 1 |" in table
+    assert (tmp_path / "report" / "ablation_rows.png").exists() and (
+        tmp_path / "report" / "dynamics_probe.png"
+    ).exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slurm
+def test_sweep_on_slurm_spreads_trials_over_two_nodes(cluster, sweep_shards, tmp_path):
+    result = sweep(
+        [
+            "--slurm",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "1",
+            "--wait",
+            "--name",
+            "onslurm",
+            "--num-samples",
+            "4",
+            "--max-concurrent",
+            "2",
+            "--cpus-per-trial",
+            "1",
+            "--no-asha",
+            *fixed(sweep_shards),
+        ],
+        tmp_path,
+        env=cluster,
+        timeout=1800,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    summary = json.loads((tmp_path / "onslurm" / "summary.json").read_text())
+    assert summary["trials"] == 4 and summary["errored"] == 0
+    assert summary["nodes"] == ["n1", "n2"]
+    _, children = child_runs(tmp_path, "onslurm")
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)

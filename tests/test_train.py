@@ -1,0 +1,222 @@
+"""train(cfg) end to end on tiny shards: DeepSpeed on the CPU, evaluation, checkpoints, exact
+resume after SIGKILL and SIGTERM, MLflow tracking (and an unreachable server)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import write_toy_shards
+
+from vdi.toy import planted_samples
+
+PROJECT = Path(__file__).resolve().parents[1]
+EXTENSIONS = str(PROJECT / ".cache" / "torch_extensions")
+
+
+@pytest.fixture(scope="module")
+def shard_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy_shards")
+    write_toy_shards(planted_samples(120, num_frames=16, seed=11), root / "train", per_shard=30, split="train")
+    write_toy_shards(planted_samples(8, num_frames=16, seed=12), root / "test", per_shard=8, split="test")
+    return root
+
+
+def overrides(shard_root, run_root, name, *extra):
+    return [
+        f"data.shard_root={shard_root}",
+        "data.eval_splits=[test]",
+        "data.probe_split=test",
+        "data.num_workers=0",
+        "eval.select_split=test",
+        f"run.root={run_root}",
+        f"run.name={name}",
+        "optim.max_epochs=3",
+        "optim.batch_size=2",  # 60 steps per epoch
+        "track.log_every_steps=2",
+        f"dist.extensions_dir={EXTENSIONS}",
+        *extra,
+    ]
+
+
+def run_train(args, env_extra=None, wait=True):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    command = [sys.executable, "-m", "vdi.train", "--config", "tiny", *args]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=PROJECT
+    )
+    if not wait:
+        return process
+    output, _ = process.communicate(timeout=600)
+    return process.returncode, output
+
+
+def wait_for_line(process, text: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            raise AssertionError(f"training ended before printing {text!r}")
+        if text in line:
+            return
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+def final_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "eval.json").read_text())["best"]
+
+
+@pytest.mark.integration
+def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
+    code, output = run_train(overrides(shard_root, tmp_path, "plain"))
+    assert code == 0, output[-3000:]
+    run_dir = tmp_path / "plain"
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert set(result["probe"]) == {"test", "test [Q^s]", "test [Q^d]"}
+    assert (run_dir / "best" / "model.pt").exists() and (run_dir / "loss_curve.png").exists()
+    assert "mlflow ui --backend-store-uri sqlite:///" in output
+    payload = torch.load(run_dir / "best" / "model.pt", weights_only=True)
+    assert payload["format"] == "vdi-retriever" and payload["epoch"] == result["best_epoch"]
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["model.num_clips"] == "4"
+    assert "test/R1_iou0.5" in runs[0].data.metrics and "loss/total" in runs[0].data.metrics
+    assert "probe/test_Qd/R1_iou0.5" in runs[0].data.metrics
+    history = client.get_metric_history(runs[0].info.run_id, "test/R1_iou0.5")
+    assert len(history) == 3
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"config.yaml", "eval.json", "loss_curve.png", "dynamics_probe.png"} <= artifacts
+    # python -m vdi.evaluate reproduces the training-time metrics of the best checkpoint
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vdi.evaluate",
+            "--checkpoint",
+            str(run_dir / "best" / "model.pt"),
+            "--split",
+            "test",
+            "--probe",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["test"] == pytest.approx(result["results"]["test"])
+    assert metrics["test [Q^d]"] == pytest.approx(result["probe"]["test [Q^d]"])
+
+
+@pytest.mark.integration
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(shard_root, tmp_path):
+    code, output = run_train(overrides(shard_root, tmp_path, "reference"))
+    assert code == 0, output[-3000:]
+    args = overrides(shard_root, tmp_path, "killed", "track.enabled=false")
+    process = run_train(args, wait=False)
+    wait_for_line(process, "epoch 1:")  # epoch 1 checkpointed; epoch 2 (60 steps) is running
+    time.sleep(0.5)
+    process.kill()
+    process.wait()
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert (checkpoints / "latest").read_text().startswith("e002-")  # epoch 1 done, epoch 2 started
+    code, output = run_train(args)
+    assert code == 0, output[-3000:]
+    assert "resuming from" in output
+    assert final_metrics(tmp_path / "killed") == final_metrics(tmp_path / "reference")
+
+
+@pytest.mark.integration
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(shard_root, tmp_path):
+    code, _ = run_train(overrides(shard_root, tmp_path, "reference"))
+    assert code == 0
+    args = overrides(shard_root, tmp_path, "terminated", "track.enabled=false")
+    process = run_train(args, wait=False)
+    wait_for_line(process, "epoch 1:")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    checkpoints = tmp_path / "terminated" / "checkpoints"
+    assert process.returncode == 3, output[-2000:]
+    assert "stopped by signal" in output
+    meta = json.loads((checkpoints / (checkpoints / "latest").read_text() / "meta.json").read_text())
+    assert meta["loader"]["epoch"] == 2 and meta["loader"]["batches_done"] > 0  # a mid-epoch checkpoint
+    code, output = run_train(args)
+    assert code == 0, output[-3000:]
+    assert final_metrics(tmp_path / "terminated") == final_metrics(tmp_path / "reference")
+
+
+@pytest.mark.integration
+def test_unreachable_tracking_server_loses_nothing(shard_root, tmp_path):
+    args = overrides(shard_root, tmp_path, "offline", "track.tracking_uri=http://127.0.0.1:9", "optim.max_epochs=1")
+    code, output = run_train(args)
+    assert code == 0, output[-3000:]
+    assert "MLflow logging to http://127.0.0.1:9 failed" in output
+    run_dir = tmp_path / "offline"
+    buffered = [json.loads(line) for line in (run_dir / "mlflow_buffer.jsonl").read_text().splitlines()]
+    assert any(item["kind"] == "metrics" and "test/R1_iou0.5" in item["values"] for item in buffered)
+    # once a store is reachable, the buffered records are replayed into it
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    replayed = subprocess.run(
+        [sys.executable, "-m", "vdi.tracking", "replay", str(run_dir), "--tracking-uri", store],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
+    assert run.info.status == "FINISHED" and "test/R1_iou0.5" in run.data.metrics
+
+
+@pytest.mark.integration
+def test_torchrun_two_processes_stay_in_step(shard_root, tmp_path):
+    args = overrides(
+        shard_root,
+        tmp_path,
+        "two",
+        "optim.max_epochs=1",
+        "optim.batch_size=4",
+        "dist.verify_sync_steps=1",
+        "dist.zero_stage=1",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vdi.train",
+        "--config",
+        "tiny",
+        *args,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=600,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "parameters identical and videos disjoint across 2 ranks after each of 30 checked steps" in output
+    assert (tmp_path / "two" / "eval.json").exists()

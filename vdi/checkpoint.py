@@ -1,0 +1,215 @@
+"""Checkpoints: atomic, resumable, and loadable with ``torch.load(weights_only=True)``.
+
+Layout of a run directory::
+
+    checkpoints/e003-s000120/        one checkpoint (epoch 3, global step 120)
+        model.pt                     full training model state (rank 0)
+        optimizer_rank{r}.pt         each rank's optimizer state (ZeRO partitions differ)
+        state_rank{r}.pt             each rank's RNG states
+        meta.json                    epoch, step, loader position, world size, metrics so far
+        COMPLETE                     written last: a checkpoint without it is ignored
+    checkpoints/latest               name of the newest complete checkpoint (replaced atomically)
+    best/model.pt                    inference weights of the best epoch + config + metrics
+
+A checkpoint is first written to ``checkpoints/.tmp-<name>`` by every rank, then (after a
+barrier) renamed by rank 0: a killed run never leaves a half-written checkpoint that a restart
+would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vdi.data import LoaderState
+
+COMPLETE = "COMPLETE"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    epoch: int = 1  # the epoch in progress (or the next one when batches_done == 0)
+    global_step: int = 0
+    loader: LoaderState = field(default_factory=LoaderState)
+    best_metric: float | None = None
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)  # per-epoch eval metrics
+    world_size: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        data = json.loads(text)
+        data["loader"] = LoaderState(**data["loader"])
+        return cls(**data)
+
+
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+    }
+    numpy_state = np.random.get_state()
+    state["numpy_keys"] = torch.from_numpy(numpy_state[1].astype(np.int64))
+    state["numpy_position"] = int(numpy_state[2])
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_position"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_name(state: TrainState) -> str:
+    return f"e{state.epoch:03d}-s{state.global_step:07d}"
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def save_checkpoint(
+    run_dir: Path,
+    state: TrainState,
+    model_state: dict,
+    optimizer_state: dict,
+    rank: int,
+    world_size: int,
+    keep: int = 2,
+) -> Path:
+    """Every rank calls this; returns the final checkpoint directory."""
+    root = run_dir / "checkpoints"
+    name = checkpoint_name(state)
+    staging = root / f".tmp-{name}"
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    _barrier(world_size)
+    staging.mkdir(parents=True, exist_ok=True)
+    torch.save(optimizer_state, staging / f"optimizer_rank{rank}.pt")
+    torch.save(rng_state(), staging / f"state_rank{rank}.pt")
+    if rank == 0:
+        torch.save(model_state, staging / "model.pt")
+        (staging / "meta.json").write_text(state.to_json())
+    _barrier(world_size)
+    final = root / name
+    if rank == 0:
+        (staging / COMPLETE).write_text(f"version {CHECKPOINT_VERSION}\n")
+        shutil.rmtree(final, ignore_errors=True)
+        staging.replace(final)
+        pointer = root / "latest.tmp"
+        pointer.write_text(name)
+        pointer.replace(root / "latest")
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier(world_size)
+    return final
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / COMPLETE).exists())
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (the pointer first, else the newest complete folder)."""
+    pointer = run_dir / "checkpoints" / "latest"
+    if pointer.exists():
+        candidate = run_dir / "checkpoints" / pointer.read_text().strip()
+        if (candidate / COMPLETE).exists():
+            return candidate
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, rank: int, world_size: int) -> tuple[TrainState, dict, list[dict], dict]:
+    """(state, model state, every rank's optimizer state, this rank's RNG state).
+
+    DeepSpeed's ZeRO optimizer loads the list of all ranks' partitions and takes its own."""
+    state = TrainState.from_json((path / "meta.json").read_text())
+    if state.world_size != world_size:
+        raise RuntimeError(
+            f"checkpoint {path} was written by {state.world_size} processes, this run has {world_size}; "
+            "resume with the same number of processes (or start a new run.name)"
+        )
+    model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    optimizer_state = [
+        torch.load(path / f"optimizer_rank{r}.pt", map_location="cpu", weights_only=True) for r in range(world_size)
+    ]
+    rng = torch.load(path / f"state_rank{rank}.pt", map_location="cpu", weights_only=True)
+    return state, model_state, optimizer_state, rng
+
+
+def save_inference_checkpoint(
+    path: Path, retriever_state: dict, config: dict, metrics: dict, epoch: int, metadata: dict | None = None
+) -> None:
+    """What Predictor and `vdi.evaluate` load: retriever weights, resolved config, metrics and
+    data facts the Predictor needs (feature fps, the longest training video)."""
+    from vdi import __version__
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    payload = {
+        "format": "vdi-retriever",
+        "format_version": CHECKPOINT_VERSION,
+        "vdi_version": __version__,
+        "config": config,
+        "retriever": retriever_state,
+        "metrics": metrics,
+        "epoch": epoch,
+        "metadata": metadata or {},
+    }
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def load_inference_checkpoint(path: str | Path) -> dict:
+    """Load a retriever checkpoint with weights_only=True; one-line errors for the usual problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors of many kinds
+        raise ValueError(f"{path} is not a vdi checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "vdi-retriever":
+        raise ValueError(f"{path} is not a vdi retriever checkpoint (use runs/<name>/best/model.pt)")
+    if payload.get("format_version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {payload.get('format_version')} (vdi {payload.get('vdi_version')}); "
+            f"this vdi reads format {CHECKPOINT_VERSION}"
+        )
+    return payload
+
+
+__all__ = [
+    "TrainState",
+    "complete_checkpoints",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_inference_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "save_inference_checkpoint",
+    "set_rng_state",
+]

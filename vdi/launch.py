@@ -1,0 +1,271 @@
+"""python -m vdi.launch: run training here (--local) or on a SLURM cluster through submitit.
+
+    python -m vdi.launch --local                                   # the main job: synthetic world, CPU
+    python -m vdi.launch --config charades_sta --nodes 4 --gpus-per-node 8 --partition gpu
+    python -m vdi.launch --config tiny --nodes 2 --tasks-per-node 1 --dry-run
+
+Only this module imports submitit (lazily, for cluster runs). The same ``vdi.train.train(cfg)``
+runs in every task; rank, world size and the rendezvous come from the SLURM environment
+(master address = the job's first node, port derived from the job id). A preempted or
+timed-out job is requeued by submitit and resumes from its latest checkpoint, up to
+``--max-requeues`` times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vdi.config import Config, ConfigError, check_overrides, load_config
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensure_synthetic_world(cfg: Config, verbose: bool = True) -> None:
+    """Build the embedded synthetic world when the config uses it and its shards are missing."""
+    if cfg.data.dataset != "synthetic":
+        return
+    shard_root = Path(cfg.data.shard_root)
+    splits = [cfg.data.train_split, *cfg.data.eval_splits]
+    checkpoint = Path(cfg.model.clip.pretrained or "")
+    if all((shard_root / s / "manifest.json").exists() for s in splits) and checkpoint.is_file():
+        return
+    world = shard_root.parent
+    if verbose:
+        print(f"synthetic world not found under {world}: building it (python -m data_prep synthetic --out {world})")
+    from data_prep.synthetic.build import build
+
+    build(world, verbose=verbose)
+
+
+def run_local(cfg: Config) -> int:
+    from vdi.train import train
+
+    ensure_synthetic_world(cfg)
+    result = train(cfg)
+    return 0 if result["status"] == "finished" else 3
+
+
+# --------------------------------------------------------------------------- SLURM
+
+
+def _resolve_master(address: str) -> str:
+    """The rendezvous address: the first node's name if it resolves, else its SLURM NodeAddr."""
+    import socket
+    import subprocess
+
+    try:
+        socket.gethostbyname(address)
+        return address
+    except OSError:
+        pass
+    try:
+        shown = subprocess.run(["scontrol", "show", "node", address], capture_output=True, text=True, timeout=30)
+        for field in shown.stdout.split():
+            if field.startswith("NodeAddr="):
+                return field.split("=", 1)[1]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return address
+
+
+class SlurmTrain:
+    """The callable every SLURM task runs: rendezvous from the job, then ``train(cfg)``.
+
+    ``checkpoint()`` makes it requeueable by submitit (a preempted / timed-out job restarts and
+    ``train`` resumes from the run's latest checkpoint). ``train`` itself checkpoints when SLURM
+    signals (TERM, USR1, or submitit's USR2); after a USR signal this task hands the signal back
+    to submitit, which requeues the job.
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def __call__(self) -> dict | None:
+        import os
+        import signal
+
+        import submitit
+
+        environment = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        os.environ["MASTER_ADDR"] = _resolve_master(environment.master_addr)
+        from vdi.config import config_from_dict
+        from vdi.train import train
+
+        result = train(config_from_dict(self.config))
+        stopped_by = result.get("signal")
+        if result["status"] == "preempted" and stopped_by in (signal.SIGUSR1, signal.SIGUSR2):
+            # our checkpoint is on disk: let submitit's handler requeue the job
+            signal.raise_signal(signal.Signals(stopped_by))
+        return {k: v for k, v in result.items() if k != "history"} if environment.rank == 0 else None
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmTrain(self.config))
+
+
+def slurm_parameters(cfg: Config, args: argparse.Namespace) -> dict:
+    tasks = args.gpus_per_node or args.tasks_per_node or 1
+    minutes = _minutes(args.time)
+    parameters = {
+        "nodes": args.nodes,
+        "tasks_per_node": tasks,
+        "timeout_min": minutes,
+        "name": args.job_name or f"vdi-{cfg.run.name}",
+        "slurm_signal_delay_s": 120,
+        "slurm_additional_parameters": {"requeue": True},
+    }
+    if args.gpus_per_node:
+        parameters["gpus_per_node"] = args.gpus_per_node
+    if args.cpus_per_task:
+        parameters["cpus_per_task"] = args.cpus_per_task
+    for key, value in (
+        ("slurm_partition", args.partition),
+        ("slurm_account", args.account),
+        ("slurm_qos", args.qos),
+        ("slurm_mem", args.mem),
+        ("slurm_constraint", args.constraint),
+    ):
+        if value:
+            parameters[key] = value
+    return parameters
+
+
+def _minutes(text: str) -> int:
+    """SLURM time formats: minutes, H:MM:SS, D-HH:MM:SS."""
+    days = 0
+    if "-" in text:
+        day_text, text = text.split("-", 1)
+        days = int(day_text)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        return days * 1440 + parts[0]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts
+    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+def submit(cfg: Config, args: argparse.Namespace) -> int:
+    import shutil
+
+    from vdi.config import to_dict, to_yaml
+
+    parameters = slurm_parameters(cfg, args)
+    tasks = parameters["nodes"] * parameters["tasks_per_node"]
+    if cfg.optim.batch_size % tasks:
+        print(f"error: optim.batch_size {cfg.optim.batch_size} is not divisible by the {tasks} tasks", file=sys.stderr)
+        return 2
+    logs = Path(args.logs or Path(cfg.run.root) / cfg.run.name / "slurm")
+    if args.dry_run:
+        print(f"job: {tasks} tasks = {parameters['nodes']} node(s) x {parameters['tasks_per_node']} task(s) per node")
+        for key, value in parameters.items():
+            print(f"  {key}: {value}")
+        print(f"  max_requeues: {args.max_requeues} (time-outs; preemptions requeue without limit)")
+        print(f"  per-task batch: {cfg.optim.batch_size // tasks} videos (global {cfg.optim.batch_size})")
+        print(f"  logs: {logs}")
+        print("config:")
+        print(to_yaml(cfg))
+        return 0
+    if shutil.which("sbatch") is None:
+        print(
+            "error: no sbatch on PATH: this machine cannot submit to SLURM; run here with "
+            "`python -m vdi.launch --local` (or use slurm/train.sbatch on a login node)",
+            file=sys.stderr,
+        )
+        return 2
+    import submitit
+
+    ensure_synthetic_world(cfg)
+    executor = submitit.AutoExecutor(folder=str(logs), cluster="slurm", slurm_max_num_timeout=args.max_requeues)
+    executor.update_parameters(**parameters)
+    try:
+        job = executor.submit(SlurmTrain(to_dict(cfg)))
+    except Exception as error:  # sbatch's own message, e.g. an invalid partition
+        message = str(error).strip().splitlines()
+        print(f"error: sbatch refused the job: {message[-1] if message else error}", file=sys.stderr)
+        return 2
+    print(f"submitted job {job.job_id}: {tasks} task(s) on {parameters['nodes']} node(s)")
+    print(f"  rank-0 log: {job.paths.stdout}  (errors: {job.paths.stderr})")
+    print(f"  follow it:  tail -f {job.paths.stdout}")
+    print(f"  run dir:    {Path(cfg.run.root) / cfg.run.name}")
+    if not args.wait:
+        return 0
+    return wait_for(job)
+
+
+def wait_for(job) -> int:
+    """Tail the rank-0 log until the job ends; on failure show the failing rank's log tail."""
+    import time
+
+    position = 0
+    while True:
+        path = Path(job.paths.stdout)
+        if path.exists():
+            with open(path) as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position = handle.tell()
+            if chunk:
+                print(chunk, end="", flush=True)
+        if job.done():
+            break
+        time.sleep(2)
+    try:
+        job.results()
+    except Exception as error:
+        print(f"\njob {job.job_id} failed: {str(error).strip().splitlines()[-1] if str(error).strip() else error}")
+        for task in range(job.num_tasks if hasattr(job, "num_tasks") else 1):
+            task_job = job.task(task)
+            stderr = Path(task_job.paths.stderr)
+            if stderr.exists() and "Traceback" in stderr.read_text(errors="replace"):
+                tail = stderr.read_text(errors="replace").splitlines()[-25:]
+                print(f"--- tail of {stderr} ---")
+                print("\n".join(tail))
+                break
+        return 1
+    print(f"job {job.job_id} finished")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vdi.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="synthetic", help="preset name or YAML path (default: synthetic)")
+    parser.add_argument("overrides", nargs="*", help="dotlist config overrides, e.g. optim.lr=1e-4")
+    parser.add_argument("--local", action="store_true", help="run here, without SLURM")
+    cluster = parser.add_argument_group("SLURM (through submitit)")
+    cluster.add_argument("--nodes", type=int, default=1)
+    cluster.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; one task per GPU")
+    cluster.add_argument("--tasks-per-node", type=int, default=None, help="tasks per node on CPU nodes")
+    cluster.add_argument("--cpus-per-task", type=int, default=None)
+    cluster.add_argument("--partition", default=None)
+    cluster.add_argument("--account", default=None)
+    cluster.add_argument("--qos", default=None)
+    cluster.add_argument("--time", default="4:00:00", help="time limit, e.g. 4:00:00 or minutes")
+    cluster.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
+    cluster.add_argument("--constraint", default=None)
+    cluster.add_argument("--job-name", default=None)
+    cluster.add_argument("--logs", default=None, help="folder for submitit logs (default runs/<name>/slurm)")
+    cluster.add_argument("--max-requeues", type=int, default=3)
+    cluster.add_argument("--dry-run", action="store_true", help="print the job and config; submit nothing")
+    cluster.add_argument("--wait", action="store_true", help="follow the rank-0 log until the job ends")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_overrides(args.overrides)  # a typo fails before anything is submitted
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.local:
+        return run_local(cfg)
+    return submit(cfg, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

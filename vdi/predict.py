@@ -1,0 +1,230 @@
+"""Inference: from a video and sentences to ranked moments. Imports no training code.
+
+    from vdi.predict import Predictor
+    predictor = Predictor.from_checkpoint("runs/synthetic/best/model.pt")
+    video = predictor.encode_video("clip.mp4")            # decode + encode once (cacheable)
+    moments = predictor.predict(video, ["the red circle moves to the left", "a blue star spins"])
+    # -> per query: [Moment(start=3.5, end=6.0, score=0.81), ...] after NMS, best first
+
+    python -m vdi.predict --checkpoint runs/synthetic/best/model.pt clip.mp4 "the red circle moves left"
+
+The injection modules are never built: a checkpoint holds only the retriever (text tower + MMN
+head). A video is encoded once: its frame features *and* its 2D proposal maps are kept, so each
+further query costs one text forward and a few small matrix products.
+
+**Long videos.** A video longer than ``window`` seconds (default: the longest training video,
+stored in the checkpoint) is cut into windows of that length with 50% overlap (the last window
+ends at the video's end). Every window is resampled to the model's pre-clip count like a
+training video; candidates of all windows are mapped to absolute seconds, pooled, and re-ranked
+with greedy NMS (IoU > the model's NMS threshold suppresses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vdi.batch import prepare_video_features
+from vdi.checkpoint import load_inference_checkpoint
+from vdi.config import Config, config_from_dict
+from vdi.encoders import FrozenVisualEncoder, TextEncoder, Tokenizer, create_clip
+from vdi.metrics import candidate_grid, grid_moments, nms_top_k, temporal_iou
+from vdi.model import MomentRetriever, VideoMaps
+from vdi.text import QueryError, normalize_query
+
+
+@dataclass(frozen=True)
+class Moment:
+    start: float
+    end: float
+    score: float
+
+
+@dataclass
+class EncodedVideo:
+    """A video ready for queries: per-frame features and the proposal maps of each window."""
+
+    features: torch.Tensor  # [F, D] per-frame global features
+    duration: float
+    fps: float
+    windows: list[tuple[float, float]]  # (start s, end s) of each window
+    maps: list[VideoMaps]  # one per window, [1, J, C]
+
+
+class Predictor:
+    def __init__(self, retriever: MomentRetriever, cfg: Config, metadata: dict, device: str = "cpu"):
+        self.retriever = retriever.to(device).eval()
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.fps = float(metadata.get("feature_fps") or 4.0)
+        self.window = float(metadata.get("max_train_duration") or 0) or None
+        self.tokenizer = Tokenizer(cfg.model.clip.name, cfg.model.clip.config_dir)
+        self._visual: FrozenVisualEncoder | None = None
+        self.grid = candidate_grid(retriever.head.mask).to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Predictor:
+        """Load ``runs/<name>/best/model.pt`` (weights_only). ``clip_pretrained`` overrides where the
+        frozen visual tower's weights come from (default: the training config's)."""
+        payload = load_inference_checkpoint(path)
+        cfg = config_from_dict(payload["config"])
+        if clip_pretrained is not None:
+            cfg.model.clip.pretrained = clip_pretrained
+        text_clip = create_clip(cfg.model.clip.name, None, cfg.model.clip.config_dir)
+        retriever = MomentRetriever(cfg.model, TextEncoder(text_clip))
+        missing = retriever.load_state_dict(payload["retriever"], strict=False)
+        if missing.missing_keys or missing.unexpected_keys:
+            raise ValueError(
+                f"{path} does not fit this vdi's model ({len(missing.missing_keys)} missing, "
+                f"{len(missing.unexpected_keys)} unexpected weights; written by vdi {payload.get('vdi_version')})"
+            )
+        predictor = cls(retriever, cfg, payload.get("metadata", {}), device)
+        return predictor
+
+    # -- video side ----------------------------------------------------------------------------
+    @property
+    def visual(self) -> FrozenVisualEncoder:
+        if self._visual is None:  # built only when raw videos are encoded
+            clip = create_clip(self.cfg.model.clip.name, self.cfg.model.clip.pretrained, self.cfg.model.clip.config_dir)
+            self._visual = FrozenVisualEncoder(clip).to(self.device)
+        return self._visual
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray, batch_frames: int = 256) -> torch.Tensor:
+        parts = []
+        for chunk in torch.from_numpy(frames).split(batch_frames):
+            pooled, _ = self.visual(self.visual.preprocess(chunk.to(self.device)))
+            parts.append(pooled.float().cpu())
+        return torch.cat(parts)
+
+    def encode_video(
+        self, video: str | Path | np.ndarray | torch.Tensor, duration: float | None = None
+    ) -> EncodedVideo:
+        """A video file, or per-frame features [F, D] sampled at the checkpoint's fps."""
+        if isinstance(video, str | Path):
+            from vdi.video import decode_video
+
+            decoded = decode_video(video, self.fps, self.visual.image_size)
+            features = self.encode_frames(decoded.frames)
+            duration = decoded.duration
+        else:
+            features = torch.as_tensor(np.asarray(video) if not isinstance(video, torch.Tensor) else video).float()
+            if features.dim() != 2 or features.shape[0] == 0:
+                raise ValueError(f"features must be [frames, dim] with at least one frame, got {list(features.shape)}")
+            duration = duration if duration is not None else features.shape[0] / self.fps
+        if features.shape[1] != self.retriever.feature_dim:
+            raise ValueError(f"features have size {features.shape[1]}, the model expects {self.retriever.feature_dim}")
+        windows = self.window_bounds(float(duration))
+        maps = []
+        with torch.no_grad():
+            for start, end in windows:
+                first = int(np.floor(start * self.fps))
+                last = max(first + 1, int(np.ceil(end * self.fps)))
+                clip = prepare_video_features(features[first:last], self.cfg.model.num_pre_clips)
+                maps.append(self.retriever.head.video_maps(clip[None].to(self.device)))
+        return EncodedVideo(features, float(duration), self.fps, windows, maps)
+
+    def window_bounds(self, duration: float) -> list[tuple[float, float]]:
+        if self.window is None or duration <= self.window * 1.05:
+            return [(0.0, duration)]
+        stride = self.window / 2
+        starts = list(np.arange(0.0, max(duration - self.window, 0.0) + 1e-9, stride))
+        if starts[-1] + self.window < duration:
+            starts.append(duration - self.window)
+        return [(float(s), float(min(s + self.window, duration))) for s in starts]
+
+    # -- text side -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, video: EncodedVideo | str | Path, queries: list[str], top_k: int = 5) -> list[list[Moment]]:
+        if not isinstance(video, EncodedVideo):
+            video = self.encode_video(video)
+        texts = []
+        for position, query in enumerate(queries):
+            text = normalize_query(query)
+            if not text:
+                raise QueryError(f"query {position} is empty; every query needs at least one word")
+            texts.append(text)
+        tokens = self.tokenizer(texts).tokens.to(self.device)
+        sentences = self.retriever.head.sentence_embeddings(self.retriever.encode_queries(tokens))
+        sentence_video = torch.zeros(len(texts), dtype=torch.long, device=self.device)
+        all_moments, all_scores = [], []
+        for (start, end), maps in zip(video.windows, video.maps):
+            scores = self.retriever.head.score_maps(maps, sentences, sentence_video)
+            fused = scores.fused(self.cfg.eval.contrastive_power)
+            seconds = grid_moments(self.grid, torch.tensor(end - start, dtype=torch.float64), self.cfg.model.num_clips)
+            all_moments.append(seconds + start)
+            all_scores.append(fused.double())
+        moments = torch.cat(all_moments)  # [C_total, 2]
+        scores = torch.cat(all_scores, dim=1)  # [Q, C_total]
+        suppresses = temporal_iou(moments[:, None], moments[None]) > self.cfg.eval.nms_threshold
+        kept = nms_top_k(scores, suppresses, top_k)
+        results = []
+        for row, indices in enumerate(kept.tolist()):
+            results.append(
+                [
+                    Moment(round(float(moments[i, 0]), 3), round(float(moments[i, 1]), 3), float(scores[row, i]))
+                    for i in indices
+                    if i >= 0
+                ]
+            )
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vdi.predict", description="Find when sentences happen in a video.")
+    parser.add_argument("--checkpoint", required=True, help="runs/<name>/best/model.pt")
+    parser.add_argument("video", help="a video file")
+    parser.add_argument("sentences", nargs="*", help="one or more sentences")
+    parser.add_argument("--queries", default=None, help="a text file with one sentence per line")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clip-pretrained", default=None, help="where the visual tower's weights come from")
+    args = parser.parse_args(argv)
+    sentences = list(args.sentences)
+    try:
+        if args.queries:
+            path = Path(args.queries)
+            if not path.is_file():
+                raise FileNotFoundError(f"queries file {path} not found")
+            sentences += [line for line in path.read_text().splitlines() if line.strip()]
+        if not sentences:
+            raise QueryError('no sentence given: pass "a sentence" after the video or --queries FILE')
+        if not Path(args.video).is_file():
+            raise FileNotFoundError(f"video {args.video} not found")
+        for position, sentence in enumerate(sentences):
+            if not normalize_query(sentence):
+                raise QueryError(f"sentence {position + 1} is empty; every query needs at least one word")
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained)
+        video = predictor.encode_video(args.video)
+        results = predictor.predict(video, sentences, args.top_k)
+    except Exception as error:  # one line, the kind of problem and its fix; no traceback
+        from vdi.encoders import ModelMissing
+        from vdi.video import VideoDecodeError
+
+        known = (FileNotFoundError, ValueError, QueryError, VideoDecodeError, ModelMissing)
+        if not isinstance(error, known):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        for sentence, moments in zip(sentences, results):
+            print(json.dumps({"query": sentence, "moments": [m.__dict__ for m in moments]}))
+        return 0
+    print(f"{args.video}: {video.duration:.2f} s, {len(video.windows)} window(s)")
+    for sentence, moments in zip(sentences, results):
+        print(f"\n{sentence}")
+        print(f"  {'rank':>4s} {'start':>8s} {'end':>8s} {'score':>7s}")
+        for rank, moment in enumerate(moments, start=1):
+            print(f"  {rank:>4d} {moment.start:8.2f} {moment.end:8.2f} {moment.score:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Experiment tracking: the only module that imports mlflow.
+
+One MLflow run per training job (a resumed job continues its run), on rank 0 only. Params are
+the flattened resolved config; metrics are logged every N steps (each loss term, total, lr,
+samples/s) and per epoch (every eval metric of every split); artifacts are the resolved config,
+the eval JSON and the plots.
+
+The default tracking URI is an absolute sqlite file under the run root, so
+``mlflow ui --backend-store-uri sqlite:////abs/runs/mlflow.db`` shows everything without a
+server.
+
+**An unreachable tracking server never stops training and never loses metrics.** Every record
+is first appended to ``<run dir>/mlflow_buffer.jsonl``; records are sent from there, and the
+ones MLflow refuses stay in the file (with a single warning) and are retried at the next flush
+and at the end of the run. Whatever is still unsent when the run ends can be sent later with
+``python -m vdi.tracking replay <run dir>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Fail fast against a dead server (MLflow's default retries with backoff for minutes).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+RETRY_SECONDS = 60.0
+
+BUFFER_NAME = "mlflow_buffer.jsonl"
+RUN_ID_NAME = "mlflow_run_id"
+
+
+_KEY_MAP = str.maketrans({"@": "_iou", "^": "", "[": "", "]": "", " ": "_", ",": "_", "=": "_"})
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow keys allow letters, digits, _ - . / and spaces: 'test [Q^s]/R1@0.5' -> 'test_Qs/R1_iou0.5'."""
+    return name.translate(_KEY_MAP)
+
+
+def default_tracking_uri(run_root: str | Path) -> str:
+    return f"sqlite:///{Path(run_root).resolve() / 'mlflow.db'}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+class Tracker:
+    """Buffered, failure-tolerant MLflow logging for one training job (rank 0)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        params: dict[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        enabled: bool = True,
+    ):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.buffer = self.run_dir / BUFFER_NAME
+        self.tracking_uri = tracking_uri
+        self.experiment, self.run_name = experiment, run_name
+        self.parent_run_id = parent_run_id
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self._warned = False
+        self._retry_after = 0.0
+        if not enabled:
+            return
+        id_file = self.run_dir / RUN_ID_NAME
+        self.run_id = id_file.read_text().strip() if id_file.exists() else None
+        self._record({"kind": "start", "params": _stringify(params or {})})
+        self.flush()
+
+    # -- recording ---------------------------------------------------------------------------
+    def _record(self, item: dict) -> None:
+        with open(self.buffer, "a") as handle:
+            handle.write(json.dumps(item) + "\n")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.enabled:
+            clean = {mlflow_key(k): float(v) for k, v in metrics.items() if v is not None and v == v}
+            self._record({"kind": "metrics", "step": int(step), "time": int(time.time() * 1000), "values": clean})
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        if self.enabled:
+            self._record({"kind": "artifact", "path": str(Path(path).resolve()), "folder": folder})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            self._record({"kind": "tags", "values": {k: str(v) for k, v in tags.items()}})
+
+    # -- sending -----------------------------------------------------------------------------
+    def _client(self):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        if self.run_id is None:
+            experiment = client.get_experiment_by_name(self.experiment)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
+            tags = {"mlflow.runName": self.run_name}
+            if self.parent_run_id:
+                tags["mlflow.parentRunId"] = self.parent_run_id
+            run = client.create_run(experiment_id, tags=tags)
+            self.run_id = run.info.run_id
+            (self.run_dir / RUN_ID_NAME).write_text(self.run_id)
+        del mlflow
+        return client
+
+    def flush(self, force: bool = False) -> bool:
+        """Send what the buffer holds beyond what was sent; True when everything went out.
+        After a failure, further attempts wait RETRY_SECONDS (unless forced)."""
+        if not self.enabled or not self.buffer.exists():
+            return True
+        if not force and time.monotonic() < self._retry_after:
+            return False
+        lines = self.buffer.read_text().splitlines()
+        sent_marker = self.run_dir / (BUFFER_NAME + ".sent")
+        sent = int(sent_marker.read_text()) if sent_marker.exists() else 0
+        if sent >= len(lines):
+            return True
+        try:
+            client = self._client()
+            from mlflow.entities import Metric, Param, RunTag
+
+            for index in range(sent, len(lines)):
+                item = json.loads(lines[index])
+                kind = item["kind"]
+                if kind == "start":
+                    existing = client.get_run(self.run_id).data.params
+                    params = [Param(k, v[:6000]) for k, v in item["params"].items() if k not in existing]
+                    for first in range(0, len(params), 100):
+                        client.log_batch(self.run_id, params=params[first : first + 100])
+                elif kind == "metrics":
+                    metrics = [Metric(k, v, item["time"], item["step"]) for k, v in item["values"].items()]
+                    client.log_batch(self.run_id, metrics=metrics)
+                elif kind == "artifact":
+                    if Path(item["path"]).exists():
+                        client.log_artifact(self.run_id, item["path"], item.get("folder"))
+                elif kind == "tags":
+                    client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in item["values"].items()])
+                elif kind == "end":
+                    client.set_terminated(self.run_id, item["status"])
+                sent = index + 1
+                sent_marker.write_text(str(sent))
+            return True
+        except Exception as error:  # any MLflow / network failure: keep the records, warn once
+            self._retry_after = time.monotonic() + RETRY_SECONDS
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"MLflow logging to {self.tracking_uri} failed ({type(error).__name__}: {str(error)[:150]}); "
+                    f"training goes on, records stay in {self.buffer} and are retried "
+                    f"(or later: python -m vdi.tracking replay {self.run_dir})",
+                    stacklevel=2,
+                )
+            return False
+
+    def finish(self, status: str = "FINISHED") -> bool:
+        if not self.enabled:
+            return True
+        self._record({"kind": "end", "status": status})
+        return self.flush(force=True)
+
+
+def start_parent_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any] | None = None) -> str:
+    """A parent run (e.g. one per sweep) that child training runs nest under; returns its id."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, tags={"mlflow.runName": run_name})
+    items = [Param(k, v[:6000]) for k, v in _stringify(params or {}).items()]
+    for first in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[first : first + 100])
+    return run.info.run_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status)
+
+
+def close_children(tracking_uri: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """Mark child runs still RUNNING (e.g. trials a scheduler stopped) as ``status``; returns how many."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000
+    )
+    closed = 0
+    for child in children:
+        if child.info.status == "RUNNING":
+            client.set_terminated(child.info.run_id, status)
+            closed += 1
+    return closed
+
+
+def log_artifacts(tracking_uri: str, run_id: str, paths: list[str | Path]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path))
+
+
+def search_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> list[dict]:
+    """Runs of an experiment as plain dicts {run_id, name, status, params, metrics, tags}."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
+    runs = client.search_runs([found.experiment_id], filter_string=query, max_results=10000)
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.data.tags.get("mlflow.runName", ""),
+            "status": r.info.status,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+            "tags": dict(r.data.tags),
+        }
+        for r in runs
+    ]
+
+
+def _stringify(params: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in params.items()}
+
+
+def replay(run_dir: str | Path, tracking_uri: str | None = None) -> bool:
+    """Send the unsent records of a run directory (after an outage)."""
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "tracking.json").read_text())
+    tracker = Tracker.__new__(Tracker)
+    tracker.run_dir, tracker.buffer = run_dir, run_dir / BUFFER_NAME
+    tracker.tracking_uri = tracking_uri or meta["tracking_uri"]
+    tracker.experiment, tracker.run_name = meta["experiment"], meta["run_name"]
+    tracker.parent_run_id, tracker.enabled, tracker._warned = meta.get("parent_run_id"), True, False
+    tracker._retry_after = 0.0
+    id_file = run_dir / RUN_ID_NAME
+    tracker.run_id = id_file.read_text().strip() if id_file.exists() else None
+    return tracker.flush()
+
+
+def write_tracking_meta(run_dir: Path, tracking_uri: str, experiment: str, run_name: str, parent: str | None) -> None:
+    (run_dir / "tracking.json").write_text(
+        json.dumps(
+            {"tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "parent_run_id": parent}
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vdi.tracking")
+    commands = parser.add_subparsers(dest="command", required=True)
+    replay_parser = commands.add_parser("replay", help="send a run directory's buffered records to MLflow")
+    replay_parser.add_argument("run_dir")
+    replay_parser.add_argument("--tracking-uri", default=None)
+    args = parser.parse_args(argv)
+    ok = replay(args.run_dir, args.tracking_uri)
+    print("all records sent" if ok else "some records could not be sent; they stay in the buffer")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
