@@ -133,10 +133,11 @@ def sweep_config(args, spec: dict) -> tuple[dict, list[str]]:
 
     fixed = list(spec.get("overrides") or []) + list(args.overrides)
     if args.ablation:
-        return {
-            "_row": tune.grid_search(list(ABLATION_ROWS)),
-            "run.seed": tune.grid_search(list(range(args.seeds))),
-        }, fixed
+        rows = args.rows or list(ABLATION_ROWS)
+        unknown = [r for r in rows if r not in ABLATION_ROWS]
+        if unknown:
+            raise SystemExit(f"error: unknown ablation row {unknown[0]!r}; rows: {', '.join(ABLATION_ROWS)}")
+        return {"_row": tune.grid_search(rows), "run.seed": tune.grid_search(list(range(args.seeds)))}, fixed
     return tune_space(spec["space"]), fixed
 
 

@@ -234,11 +234,10 @@ def pretrain(
     from open_clip.loss import ClipLoss
     from tqdm import tqdm
 
-    from vdi.encoders import FrozenVisualEncoder, TextEncoder, register_model_configs
+    from vdi.encoders import FrozenVisualEncoder, TextEncoder, create_clip
 
-    register_model_configs()
     torch.manual_seed(seed)
-    model = open_clip.create_model(CLIP_NAME, pretrained=None)
+    model = create_clip(CLIP_NAME, None)
     tokenizer = open_clip.get_tokenizer(CLIP_NAME)
     heads = AttributeHeads(model.visual.output_dim)
     # the trimmed text forward (captions are ~15 tokens of 77): same features, ~4x less work
