@@ -58,6 +58,22 @@ def sweep(args, storage, env=None, timeout=1200):
     return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, env=env, timeout=timeout)
 
 
+def run_report(experiment, storage):
+    command = [
+        sys.executable,
+        str(REPORT),
+        "--experiment",
+        experiment,
+        "--splits",
+        "test",
+        "--tracking-uri",
+        f"sqlite:///{storage / 'mlflow.db'}",
+        "--out",
+        str(storage / "report"),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, timeout=300)
+
+
 def child_runs(storage, experiment):
     import mlflow
 
@@ -87,24 +103,7 @@ def test_local_asha_sweep_then_report(sweep_shards, tmp_path):
     assert len(children) == 4 and all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status != "RUNNING" for r in children)  # ASHA-stopped trials are closed, not left running
     assert all("loss.lambda_vc" in r.data.params for r in children)
-    report = subprocess.run(
-        [
-            sys.executable,
-            str(REPORT),
-            "--experiment",
-            "smoke",
-            "--splits",
-            "test",
-            "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--out",
-            str(tmp_path / "report"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT,
-        timeout=300,
-    )
+    report = run_report("smoke", tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| Method | seeds |" in (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "report" / "r1_vs_lambda_vc.png").exists()
@@ -132,24 +131,7 @@ def test_ablation_grid_one_seed_and_table(sweep_shards, tmp_path):
     assert result.returncode == 0, output[-4000:]
     _, children = child_runs(tmp_path, "ablation")
     assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
-    report = subprocess.run(
-        [
-            sys.executable,
-            str(REPORT),
-            "--experiment",
-            "ablation",
-            "--splits",
-            "test",
-            "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--out",
-            str(tmp_path / "report"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT,
-        timeout=300,
-    )
+    report = run_report("ablation", tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     table = (tmp_path / "report" / "report.md").read_text()
     for row in ("Baseline", "L^vc w/o Q", "L^vc w/ Q", "L^vc w/ Q^s", "L^sd w/ LSTM", "L^sd w/ Trans", "L^vc + L^sd"):

@@ -36,7 +36,7 @@ from vdi.config import Config, config_from_dict
 from vdi.encoders import FrozenVisualEncoder, TextEncoder, Tokenizer, create_clip
 from vdi.metrics import candidate_grid, grid_moments, nms_top_k, temporal_iou
 from vdi.model import MomentRetriever, VideoMaps
-from vdi.text import QueryError, normalize_query
+from vdi.text import QueryError, normalize_queries, normalize_query
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,7 @@ class Predictor:
     def predict(self, video: EncodedVideo | str | Path, queries: list[str], top_k: int = 5) -> list[list[Moment]]:
         if not isinstance(video, EncodedVideo):
             video = self.encode_video(video)
-        texts = []
-        for position, query in enumerate(queries):
-            text = normalize_query(query)
-            if not text:
-                raise QueryError(f"query {position} is empty; every query needs at least one word")
-            texts.append(text)
+        texts = normalize_queries(queries)
         tokens = self.tokenizer(texts).tokens.to(self.device)
         sentences = self.retriever.head.sentence_embeddings(self.retriever.encode_queries(tokens))
         sentence_video = torch.zeros(len(texts), dtype=torch.long, device=self.device)

@@ -63,6 +63,17 @@ def normalize_query(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def normalize_queries(queries: Sequence[str]) -> list[str]:
+    """Normalised queries; an empty one raises QueryError naming its position (0-based)."""
+    normalized = []
+    for position, query in enumerate(queries):
+        text = normalize_query(query)
+        if not text:
+            raise QueryError(f"query {position} is empty; every query needs at least one word")
+        normalized.append(text)
+    return normalized
+
+
 @lru_cache(maxsize=4)
 def load_spacy(model_name: str = "en_core_web_sm"):
     """Load a spaCy pipeline; fall back to the PyPI copy of en_core_web_sm.
@@ -91,12 +102,7 @@ class QueryParser:
         self.batch_size = batch_size
 
     def parse(self, queries: Sequence[str]) -> list[ParsedQuery]:
-        normalized = []
-        for position, query in enumerate(queries):
-            text = normalize_query(query)
-            if not text:
-                raise QueryError(f"query {position} is empty; every query needs at least one word")
-            normalized.append(text)
+        normalized = normalize_queries(queries)
         docs = self.nlp.pipe(normalized, batch_size=self.batch_size)
         return [split_doc(text, doc) for text, doc in zip(normalized, docs)]
 
@@ -130,6 +136,7 @@ __all__ = [
     "QueryParser",
     "SpacyModelMissing",
     "load_spacy",
+    "normalize_queries",
     "normalize_query",
     "split_doc",
 ]
