@@ -198,7 +198,9 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
             )
             window_start, window_videos, window_queries = time.perf_counter(), 0, 0
             batches_done = start_batch
+            truncated = 0  # queries cut at the text tower's context length this epoch
             for batch in make_loader(train_stream, cfg.data.num_workers):
+                truncated += batch.truncated
                 terms = engine.train_step(batch, epoch)
                 batches_done += 1
                 state.global_step += 1
@@ -274,7 +276,9 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                 run_dir, state, engine.module.state_dict(), engine.optimizer_state(), ctx.rank, ctx.world_size
             )
             if ctx.is_main:
-                tracker.log_metrics(flat | {"epoch": epoch}, state.global_step)
+                tracker.log_metrics(flat | {"epoch": epoch, "data/truncated_queries": truncated}, state.global_step)
+                if truncated:
+                    print(f"epoch {epoch}: {truncated} queries were longer than the text context and were truncated")
                 tracker.flush()
                 summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if k.endswith(("R1@0.5", "R1@0.7", "mIoU")))
                 print(f"epoch {epoch}: {summary}")

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    return build(
+    build(
         Path(args.out),
         args.videos,
         args.seed,
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         args.force,
         not args.quiet,
     )
+    return 0
 
 
 def build(
@@ -126,7 +127,8 @@ def build(
     workers: int = 2,
     force: bool = False,
     verbose: bool = True,
-) -> int:
+) -> dict:
+    """Build (or reuse) every stage; returns world.json's content (incl. this call's stage times)."""
     import torch
 
     from data_prep.synthetic.world import COLOURS
@@ -269,7 +271,7 @@ def build(
         )
     )
     say(f"synthetic world ready in {out} (shards: {shard_root})")
-    return 0
+    return json.loads((out / "world.json").read_text())
 
 
 if __name__ == "__main__":
