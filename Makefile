@@ -30,7 +30,7 @@ format: $(VENV)/.installed
 
 # The fast suite (< 5 minutes on 2 cores): lint, then every test not marked integration.
 test: lint
-	$(PY) -m pytest -m "not integration" -q
+	$(PY) -m pytest -m "not integration" -q -rs
 
 # Slower end-to-end tests (subprocesses, DeepSpeed, SLURM, Ray); CI runs them after `make test`.
 test-integration: $(VENV)/.installed

@@ -165,11 +165,10 @@ def extract_features(
         else:
             todo.append((video_id, path))
     failures = out / "failures.jsonl"
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.startswith("cuda")
-        else torch.autocast("cpu", enabled=False)
-    )
+    if precision not in ("auto", "fp32", "bf16"):
+        raise FeatureError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
+    autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16)
     loader = DataLoader(
         _DecodeDataset(todo, fps, encoder.image_size),
         batch_size=None,

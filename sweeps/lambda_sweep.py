@@ -72,18 +72,14 @@ def tune_space(space: dict) -> dict:
 
 def absolute_paths(base_config: str, overrides: list[str]) -> list[str]:
     """Trials may run elsewhere (other nodes, other folders): pin every path to an absolute one."""
-    from vdi.config import load_config
+    from vdi.config import load_config, pin_paths
 
-    cfg = load_config(base_config, overrides)
-    pinned = [
-        f"data.shard_root={Path(cfg.data.shard_root).resolve()}",
-        f"dist.extensions_dir={Path(cfg.dist.extensions_dir).resolve()}",
-    ]
-    pretrained = cfg.model.clip.pretrained
-    if pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
-        pinned.append(f"model.clip.pretrained={Path(pretrained).resolve()}")
+    cfg = pin_paths(load_config(base_config, overrides))
+    pinned = [f"data.shard_root={cfg.data.shard_root}", f"dist.extensions_dir={cfg.dist.extensions_dir}"]
+    if cfg.model.clip.pretrained:
+        pinned.append(f"model.clip.pretrained={cfg.model.clip.pretrained}")
     if cfg.model.clip.config_dir:
-        pinned.append(f"model.clip.config_dir={Path(cfg.model.clip.config_dir).resolve()}")
+        pinned.append(f"model.clip.config_dir={cfg.model.clip.config_dir}")
     return pinned
 
 
@@ -147,6 +143,7 @@ def run_sweep(args) -> int:
     from ray.tune.schedulers import ASHAScheduler
 
     from vdi.config import check_overrides, load_config, to_yaml
+    from vdi.launch import ensure_synthetic_world
     from vdi.tracking import close_children, default_tracking_uri, end_run, start_parent_run
 
     spec = load_space(Path(args.space))
@@ -156,10 +153,7 @@ def run_sweep(args) -> int:
     check_overrides(fixed)
     fixed = fixed + absolute_paths(base_config, fixed)
     base = load_config(base_config, fixed)
-    if base.data.dataset == "synthetic" and not args.address:
-        from vdi.launch import ensure_synthetic_world
-
-        ensure_synthetic_world(base)
+    ensure_synthetic_world(base)  # a no-op when built (a --slurm submission builds it before sbatch)
     name = args.name or ("ablation" if args.ablation else "lambda_sweep")
     sweep_dir = (Path(args.storage) / name).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -281,12 +275,18 @@ for node in "${{nodes[@]:1}}"; do
         --num-cpus={cpus} --num-gpus={gpus} --block &
 done
 sleep 8
-{python} {script} --address "$head_ip:$port" {driver_args}
-status=$?
+{python} {script} --address "$head_ip:$port" {driver_args} && status=0 || status=$?
 kill $(jobs -p) 2>/dev/null || true
 wait || true
 exit $status
 """
+
+
+# squeue states of a job that has not ended yet
+SLURM_ACTIVE_STATES = {
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "REQUEUED",
+    "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
+}  # fmt: skip
 
 
 def submit_slurm(args, argv: list[str]) -> int:
@@ -296,6 +296,14 @@ def submit_slurm(args, argv: list[str]) -> int:
     if shutil.which("sbatch") is None:
         print("error: no sbatch on PATH; run the sweep here without --slurm", file=sys.stderr)
         return 2
+    from vdi.config import load_config
+    from vdi.launch import ensure_synthetic_world
+
+    spec = load_space(Path(args.space))
+    base_config = args.config or spec["base_config"]
+    fixed = sweep_config(args, spec)[1]
+    # built here, on the submitting machine, so that no allocation waits on it
+    ensure_synthetic_world(load_config(base_config, fixed + absolute_paths(base_config, fixed)))
     driver_args = [a for a in argv if a not in ("--slurm", "--wait")]
     skip_next = {"--nodes", "--partition", "--account", "--time", "--cpus-per-node", "--gpus-per-node"}
     cleaned, skip = [], False
@@ -345,13 +353,19 @@ def submit_slurm(args, argv: list[str]) -> int:
     print(f"submitted sweep job {job_id} on {args.nodes} node(s); log: {log_path}")
     if not args.wait:
         return 0
-    while True:
-        state = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-        if state.stdout.strip() in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-            break
+    state, unseen = "PENDING", 0
+    while state in SLURM_ACTIVE_STATES:
         time.sleep(3)
+        listed = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+        if listed.stdout.strip():
+            state, unseen = listed.stdout.strip().split()[0], 0
+        else:  # purged from the queue (no sacct to ask): ended in a state we cannot see
+            unseen += 1
+            if unseen >= 3:
+                state = "UNKNOWN (left the queue)"
     print(log_path.read_text()[-4000:] if log_path.exists() else "(no log)")
-    return 0 if state.stdout.strip() == "COMPLETED" else 1
+    print(f"sweep job {job_id} ended: {state}")
+    return 0 if state == "COMPLETED" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,12 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.slurm:
-        return submit_slurm(args, argv)
     from vdi.config import ConfigError
 
     try:
-        return run_sweep(args)
+        return submit_slurm(args, argv) if args.slurm else run_sweep(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -80,6 +80,12 @@ def test_bad_values_are_rejected():
         load_config("charades_sta", ["model.num_clips"])
     with pytest.raises(ConfigError, match="unknown preset 'charades'"):
         load_config("charades")
+    with pytest.raises(ConfigError, match=r"eval\.select_split 'val' is not one of data\.eval_splits"):
+        load_config("charades_sta", ["eval.select_split=val"])
+    with pytest.raises(ConfigError, match=r"eval\.select_metric 'R2@0\.5'"):
+        load_config("charades_sta", ["eval.select_metric=R2@0.5"])
+    with pytest.raises(ConfigError, match="ZeRO-3 is not supported"):
+        load_config("charades_sta", ["dist.zero_stage=3"])
 
 
 def test_yaml_roundtrip_and_flatten(tmp_path):

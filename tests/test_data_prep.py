@@ -140,3 +140,20 @@ def test_manifest_mismatch_is_refused(dataset):
         check_compatible(manifest, "vdi-test-tiny", "random", 512, True, "train")
     with pytest.raises(ShardError, match=r"no manifest\.json"):
         read_manifest(out / "nowhere")
+
+
+def test_precision_flag_selects_the_visual_tower_precision(dataset, tmp_path):
+    import torch
+
+    from data_prep.features import load_features
+
+    root, common, _, _ = dataset
+    arguments = ["features", *common, "--videos", str(root / "videos"), "--fps", "2", "--workers", "0"]
+    extracted = {}
+    for precision in ("bf16", "fp32", "auto"):
+        torch.manual_seed(0)  # --pretrained none: the same random tower each time
+        assert main([*arguments, "--features", str(tmp_path / precision), "--precision", precision]) == 0
+        extracted[precision] = load_features(tmp_path / precision, "vid0")["features"].astype(np.float32)
+    assert np.array_equal(extracted["auto"], extracted["fp32"])  # auto on the CPU = fp32
+    assert not np.array_equal(extracted["bf16"], extracted["fp32"])  # bf16 autocast really ran
+    assert np.allclose(extracted["bf16"], extracted["fp32"], atol=0.1 * np.abs(extracted["fp32"]).max())

@@ -55,9 +55,10 @@ def checkpoint(tmp_path_factory):
         terms.total.backward()
         optimizer.step()
     path = folder / "model.pt"
-    save_inference_checkpoint(
-        path, model.retriever.state_dict(), to_dict(cfg), {}, 1, {"feature_fps": 2.0, "max_train_duration": 8.0}
-    )
+    from vdi.shards import weights_identity
+
+    metadata = {"feature_fps": 2.0, "max_train_duration": 8.0, "clip_weights": weights_identity(str(clip_path))}
+    save_inference_checkpoint(path, model.retriever.state_dict(), to_dict(cfg), {}, 1, metadata)
     return path
 
 
@@ -123,11 +124,48 @@ def test_cli_table_json_and_errors(checkpoint, tmp_path):
         ((str(checkpoint), str(tmp_path / "missing.mp4"), "a man jumps"), "video"),
         ((str(checkpoint), str(tmp_path / "broken.mp4"), "a man jumps"), "cannot open"),
         ((str(checkpoint), str(tmp_path / "v.mp4"), "  "), "sentence 1 is empty"),
-        ((str(tmp_path / "old.pt"), str(tmp_path / "v.mp4"), "a man jumps"), "not a vdi checkpoint"),
+        (
+            (str(tmp_path / "old.pt"), str(tmp_path / "v.mp4"), "a man jumps"),
+            "not a readable vdi checkpoint (UnpicklingError",
+        ),
         ((str(tmp_path / "none.pt"), str(tmp_path / "v.mp4"), "a man jumps"), "checkpoint"),
     ]
-    for (ckpt, video, sentence), message in cases:
-        failed = run_cli("--checkpoint", ckpt, video, sentence)
+    other_clip = tmp_path / "other_clip.pt"
+    torch.manual_seed(1)
+    torch.save(create_clip("vdi-test-tiny", None).state_dict(), other_clip)
+    video = str(tmp_path / "v.mp4")
+    cases += [
+        ((str(checkpoint), video, "a man jumps", "--clip-pretrained", str(tmp_path / "no.pt")), "--clip-pretrained"),
+        ((str(checkpoint), video, "a man jumps", "--clip-pretrained", str(other_clip)), "not the ones this model"),
+        ((str(checkpoint), video, "a man jumps", "--top-k", "0"), "--top-k"),
+    ]
+    for (ckpt, *arguments), message in cases:
+        failed = run_cli("--checkpoint", ckpt, *arguments)
         assert failed.returncode == 2, failed.stderr
         assert failed.stderr.startswith("error: ") and message in failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_single_window_ranking_equals_evaluation(checkpoint):
+    """One window: the Predictor's NMS ranking is the evaluation's (vdi.metrics.rank_moments), also
+    for candidate pairs whose IoU is exactly the NMS threshold."""
+    from vdi.metrics import rank_moments
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    queries = ["a person opens the door", "the man walks away", "a woman sits down", "the child jumps up"]
+    for seed, duration in enumerate([5.9, 6.1, 7.3, 4.7, 5.3]):  # durations whose seconds IoUs round
+        features = torch.tensor(np.random.default_rng(seed).standard_normal((13, 64)), dtype=torch.float32)
+        video = predictor.encode_video(features, duration)  # within the 8 s span: one window
+        results = predictor.predict(video, queries, top_k=5)
+        with torch.no_grad():
+            tokens = predictor.tokenizer(queries).tokens
+            sentences = predictor.retriever.head.sentence_embeddings(predictor.retriever.encode_queries(tokens))
+            scores = predictor.retriever.head.score_maps(video.maps[0], sentences, torch.zeros(4, dtype=torch.long))
+            fused = scores.fused(predictor.cfg.eval.contrastive_power).double()
+        ranked = rank_moments(
+            fused, predictor.grid, predictor.cfg.model.num_clips, torch.full((4,), video.duration), 5, 0.5
+        )
+        for row, moments in enumerate(results):
+            expected = ranked.moments[row][ranked.valid[row]].tolist()
+            flat = [bound for pair in expected for bound in pair]
+            assert [bound for m in moments for bound in (m.start, m.end)] == pytest.approx(flat, abs=1e-3)

@@ -44,6 +44,23 @@ def test_dry_run_prints_a_32_task_job(capsys):
     assert "num_clips: 16" in out  # the resolved config follows
 
 
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("90", 90), ("30:30", 31), ("4:00:00", 240), ("2-12", 3600), ("1-12:30", 2190), ("1-00:00:01", 1441)],
+)
+def test_slurm_time_forms(text, minutes):
+    from vdi.launch import slurm_minutes
+
+    assert slurm_minutes(text) == minutes
+
+
+def test_bad_time_limit_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch_main(["--config", "tiny", "--nodes", "2", "--time", "four hours", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "--time 'four hours' is not a SLURM time" in capsys.readouterr().err
+
+
 def test_config_typo_fails_before_submission(capsys):
     code = launch_main(["--config", "tiny", "--nodes", "2", "optim.learning_rate=0.1"])
     assert code == 2

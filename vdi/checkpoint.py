@@ -27,10 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vdi.data import LoaderState
-
 COMPLETE = "COMPLETE"
 CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class LoaderState:
+    """Where a training epoch stands: saved with every checkpoint."""
+
+    epoch: int = 1
+    batches_done: int = 0
 
 
 @dataclass
@@ -191,7 +197,8 @@ def load_inference_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors of many kinds
-        raise ValueError(f"{path} is not a vdi checkpoint ({type(error).__name__})") from None
+        first = (str(error).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path} is not a readable vdi checkpoint ({type(error).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != "vdi-retriever":
         raise ValueError(f"{path} is not a vdi retriever checkpoint (use runs/<name>/best/model.pt)")
     if payload.get("format_version") != CHECKPOINT_VERSION:
@@ -202,12 +209,35 @@ def load_inference_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def load_retriever(path: str | Path, device: str = "cpu"):
+    """(MomentRetriever with the checkpoint's weights on ``device``, its Config, the payload).
+    The text tower is built from the config's architecture; its weights come from the checkpoint."""
+    from vdi.config import config_from_dict
+    from vdi.encoders import TextEncoder, create_clip
+    from vdi.model import MomentRetriever
+
+    payload = load_inference_checkpoint(path)
+    cfg = config_from_dict(payload["config"])
+    retriever = MomentRetriever(
+        cfg.model, TextEncoder(create_clip(cfg.model.clip.name, None, cfg.model.clip.config_dir))
+    )
+    loaded = retriever.load_state_dict(payload["retriever"], strict=False)
+    if loaded.missing_keys or loaded.unexpected_keys:
+        raise ValueError(
+            f"{path} does not fit this vdi's model ({len(loaded.missing_keys)} missing, "
+            f"{len(loaded.unexpected_keys)} unexpected weights; written by vdi {payload.get('vdi_version')})"
+        )
+    return retriever.to(device), cfg, payload
+
+
 __all__ = [
+    "LoaderState",
     "TrainState",
     "complete_checkpoints",
     "latest_checkpoint",
     "load_checkpoint",
     "load_inference_checkpoint",
+    "load_retriever",
     "rng_state",
     "save_checkpoint",
     "save_inference_checkpoint",

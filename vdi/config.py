@@ -14,6 +14,7 @@ and the Ray search space are all derived from this object.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -321,8 +322,46 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("loss.min_iou and loss.max_iou must satisfy 0 < min_iou < max_iou <= 1")
     if cfg.optim.batch_size < 1 or cfg.eval.batch_size < 1:
         raise ConfigError("optim.batch_size and eval.batch_size must be >= 1")
-    if cfg.dist.zero_stage not in (0, 1, 2, 3):
-        raise ConfigError(f"dist.zero_stage is {cfg.dist.zero_stage}; choose 0, 1, 2 or 3")
+    if cfg.dist.zero_stage not in (0, 1, 2):
+        # stage 3 partitions the weights themselves; checkpoints save the module's full state_dict
+        raise ConfigError(f"dist.zero_stage is {cfg.dist.zero_stage}; choose 0, 1 or 2 (ZeRO-3 is not supported)")
+    from vdi.metrics import metric_names
+
+    # checked here, before any epoch runs, so no rank waits on a selection that cannot be made
+    if cfg.eval.select_split not in cfg.data.eval_splits:
+        raise ConfigError(
+            f"eval.select_split '{cfg.eval.select_split}' is not one of data.eval_splits {list(cfg.data.eval_splits)}"
+        )
+    names = metric_names(cfg.eval.recall_ks, cfg.eval.iou_thresholds)
+    if cfg.eval.select_metric not in names:
+        raise ConfigError(f"eval.select_metric '{cfg.eval.select_metric}' is not one of {names}")
+
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def looks_like_path(pretrained: str) -> bool:
+    """model.clip.pretrained names a local checkpoint file (not a tag such as 'openai')."""
+    return os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
+
+
+def pin_paths(cfg: Config) -> Config:
+    """A copy of ``cfg`` with every local path absolute, so the saved config (checkpoints, MLflow
+    params, trials and jobs started in other folders or on other nodes) points at the same files."""
+    pinned = copy.deepcopy(cfg)
+
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    pinned.data.shard_root = absolute(pinned.data.shard_root)
+    pinned.run.root = absolute(pinned.run.root)
+    pinned.dist.extensions_dir = absolute(pinned.dist.extensions_dir)
+    clip = pinned.model.clip
+    if clip.pretrained and looks_like_path(clip.pretrained):
+        clip.pretrained = absolute(clip.pretrained)
+    if clip.config_dir:
+        clip.config_dir = absolute(clip.config_dir)
+    return pinned
 
 
 def load_config(preset_or_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:

@@ -27,22 +27,14 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vdi.batch import Batch, collate
+from vdi.checkpoint import LoaderState
 from vdi.shards import ShardError, ShardInfo, ShardManifest, decode_sample, read_manifest
-
-
-@dataclass
-class LoaderState:
-    """Where a training epoch stands: saved with every checkpoint."""
-
-    epoch: int = 1
-    batches_done: int = 0
 
 
 def _usable_shards(split_dir: Path, manifest: ShardManifest, skip_corrupt: bool) -> tuple[list[ShardInfo], list[str]]:
@@ -91,7 +83,10 @@ class ShardStream(IterableDataset):
         self.manifest = read_manifest(self.split_dir)
         self.shards, self.skipped = _usable_shards(self.split_dir, self.manifest, skip_corrupt)
         if load_patches and not self.manifest.has_patches:
-            raise ShardError(f"shards in {self.split_dir} have no patch tokens, but this run needs them (L^sd)")
+            raise ShardError(
+                f"shards in {self.split_dir} have no patch tokens, but L^sd needs them: rebuild them with "
+                "python -m data_prep without --no-patches, or set injection.spatial_dynamic=none"
+            )
         self.batch_size = batch_size
         self.num_pre_clips = num_pre_clips
         self.clip_name, self.clip_config_dir = clip_name, clip_config_dir

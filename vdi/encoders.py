@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vdi.config import looks_like_path
+
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
 class ModelMissing(RuntimeError):
@@ -42,10 +43,6 @@ def register_model_configs(extra_dir: str | os.PathLike | None = None) -> None:
         if not folder.is_dir():
             raise ModelMissing(f"CLIP config folder {folder} does not exist (model.clip.config_dir)")
         open_clip.add_model_config(str(folder))
-
-
-def _looks_like_path(pretrained: str) -> bool:
-    return os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
 
 
 def create_clip(name: str, pretrained: str | None, config_dir: str | None = None) -> nn.Module:
@@ -70,7 +67,7 @@ def create_clip(name: str, pretrained: str | None, config_dir: str | None = None
             model = open_clip.create_model(name, pretrained=None)
         finally:
             logging.disable(logging.NOTSET)
-    elif _looks_like_path(pretrained):
+    elif looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise ModelMissing(f"CLIP checkpoint {path} not found (model.clip.pretrained); check the path")

@@ -107,19 +107,12 @@ def evaluate_checkpoint(
     device: str = "cpu",
 ) -> dict[str, dict[str, float]]:
     """Evaluate a saved retriever on shard splits (single process)."""
-    from vdi.checkpoint import load_inference_checkpoint
-    from vdi.config import config_from_dict
+    from vdi.checkpoint import load_retriever
     from vdi.data import ShardStream, make_loader
-    from vdi.encoders import TextEncoder, create_clip
     from vdi.shards import check_compatible, weights_identity
 
-    payload = load_inference_checkpoint(checkpoint)
-    cfg = config_from_dict(payload["config"])
+    retriever, cfg, _ = load_retriever(checkpoint, device)
     root = Path(shard_root or cfg.data.shard_root)
-    clip = create_clip(cfg.model.clip.name, None, cfg.model.clip.config_dir)
-    retriever = MomentRetriever(cfg.model, TextEncoder(clip))
-    retriever.load_state_dict(payload["retriever"])
-    retriever.to(device)
     results: dict[str, dict[str, float]] = {}
     for split in splits:
         stream = ShardStream(
@@ -156,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the metrics to this JSON file")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    from vdi.errors import user_errors
+
     try:
         results = evaluate_checkpoint(args.checkpoint, args.split, args.shard_root, args.probe, device=args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print_table(results)

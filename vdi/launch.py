@@ -108,7 +108,7 @@ class SlurmTrain:
 
 def slurm_parameters(cfg: Config, args: argparse.Namespace) -> dict:
     tasks = args.gpus_per_node or args.tasks_per_node or 1
-    minutes = _minutes(args.time)
+    minutes = args.time
     parameters = {
         "nodes": args.nodes,
         "tasks_per_node": tasks,
@@ -133,19 +133,35 @@ def slurm_parameters(cfg: Config, args: argparse.Namespace) -> dict:
     return parameters
 
 
-def _minutes(text: str) -> int:
-    """SLURM time formats: minutes, H:MM:SS, D-HH:MM:SS."""
-    days = 0
-    if "-" in text:
-        day_text, text = text.split("-", 1)
-        days = int(day_text)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        return days * 1440 + parts[0]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    hours, minutes, seconds = parts
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+def slurm_minutes(text: str) -> int:
+    """A SLURM time limit in whole minutes (seconds round up). SLURM's forms: M, M:S, H:M:S,
+    D-H, D-H:M, D-H:M:S."""
+    try:
+        days, hours, minutes, seconds = 0, 0, 0, 0
+        if "-" in text:
+            day_text, rest = text.split("-", 1)
+            days = int(day_text)
+            hours, minutes, seconds = ([int(part) for part in rest.split(":")] + [0, 0])[:3]
+            if rest.count(":") > 2:
+                raise ValueError
+        else:
+            parts = [int(part) for part in text.split(":")]
+            if len(parts) == 1:
+                (minutes,) = parts
+            elif len(parts) == 2:
+                minutes, seconds = parts
+            elif len(parts) == 3:
+                hours, minutes, seconds = parts
+            else:
+                raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--time {text!r} is not a SLURM time: use minutes, H:MM:SS or D-HH:MM:SS (e.g. 4:00:00, 2-12)"
+        ) from None
+    total = days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if min(days, hours, minutes, seconds) < 0 or total <= 0:
+        raise argparse.ArgumentTypeError(f"--time {text!r} must be a positive duration")
+    return total
 
 
 def submit(cfg: Config, args: argparse.Namespace) -> int:
@@ -243,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--partition", default=None)
     cluster.add_argument("--account", default=None)
     cluster.add_argument("--qos", default=None)
-    cluster.add_argument("--time", default="4:00:00", help="time limit, e.g. 4:00:00 or minutes")
+    cluster.add_argument(
+        "--time", type=slurm_minutes, default="4:00:00", help="time limit: minutes, H:MM:SS or D-HH:MM:SS"
+    )
     cluster.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
     cluster.add_argument("--constraint", default=None)
     cluster.add_argument("--job-name", default=None)
@@ -262,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.local:
-        return run_local(cfg)
-    return submit(cfg, args)
+    from vdi.errors import user_errors
+
+    try:
+        return run_local(cfg) if args.local else submit(cfg, args)
+    except user_errors() as error:  # e.g. missing shards or CLIP weights, found before submission
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -51,11 +51,6 @@ def candidate_grid(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero()
 
 
-def select_candidates(score_maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scores of the candidate cells: [Q, N, N] -> [Q, C] (row-major order of the mask)."""
-    return score_maps[:, mask]
-
-
 def grid_pair_iou(grid: torch.Tensor) -> torch.Tensor:
     """Exact IoU between all candidates [C, C] in float64 (clip units, duration-free)."""
     start = grid[:, 0].to(torch.float64)
@@ -194,7 +189,6 @@ __all__ = [
     "nms_top_k",
     "rank_moments",
     "retrieval_metrics",
-    "select_candidates",
     "sparse_mask",
     "temporal_iou",
 ]

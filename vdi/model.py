@@ -210,15 +210,6 @@ class MomentRetriever(nn.Module):
         return self.retrieve(video_features, self.encode_queries(query_tokens), sentence_video).scores
 
 
-def build_retriever(cfg: ModelConfig, clip_model: nn.Module | None = None) -> MomentRetriever:
-    """A MomentRetriever whose text tower comes from ``clip_model`` (built from cfg.clip if None)."""
-    from vdi.encoders import create_clip
-
-    if clip_model is None:
-        clip_model = create_clip(cfg.clip.name, cfg.clip.pretrained, cfg.clip.config_dir)
-    return MomentRetriever(cfg, TextEncoder(clip_model))
-
-
 __all__ = [
     "IOU_LOGIT_SCALE",
     "MMNHead",
@@ -229,5 +220,4 @@ __all__ = [
     "SentenceEmbeddings",
     "SparseMaxPool",
     "VideoMaps",
-    "build_retriever",
 ]

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from vdi.batch import prepare_video_features
-from vdi.checkpoint import load_inference_checkpoint
-from vdi.config import Config, config_from_dict
-from vdi.encoders import FrozenVisualEncoder, TextEncoder, Tokenizer, create_clip
+from vdi.checkpoint import load_retriever
+from vdi.config import Config
+from vdi.encoders import FrozenVisualEncoder, ModelMissing, Tokenizer, create_clip
 from vdi.metrics import candidate_grid, grid_moments, nms_top_k, temporal_iou
 from vdi.model import MomentRetriever, VideoMaps
 from vdi.text import QueryError, normalize_queries, normalize_query
@@ -64,6 +64,7 @@ class Predictor:
         self.device = torch.device(device)
         self.fps = float(metadata.get("feature_fps") or 4.0)
         self.window = float(metadata.get("max_train_duration") or 0) or None
+        self.trained_clip_weights: str | None = metadata.get("clip_weights")
         self.tokenizer = Tokenizer(cfg.model.clip.name, cfg.model.clip.config_dir)
         self._visual: FrozenVisualEncoder | None = None
         self.grid = candidate_grid(retriever.head.mask).to(self.device)
@@ -72,26 +73,31 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Predictor:
         """Load ``runs/<name>/best/model.pt`` (weights_only). ``clip_pretrained`` overrides where the
         frozen visual tower's weights come from (default: the training config's)."""
-        payload = load_inference_checkpoint(path)
-        cfg = config_from_dict(payload["config"])
+        retriever, cfg, payload = load_retriever(path)
         if clip_pretrained is not None:
             cfg.model.clip.pretrained = clip_pretrained
-        text_clip = create_clip(cfg.model.clip.name, None, cfg.model.clip.config_dir)
-        retriever = MomentRetriever(cfg.model, TextEncoder(text_clip))
-        missing = retriever.load_state_dict(payload["retriever"], strict=False)
-        if missing.missing_keys or missing.unexpected_keys:
-            raise ValueError(
-                f"{path} does not fit this vdi's model ({len(missing.missing_keys)} missing, "
-                f"{len(missing.unexpected_keys)} unexpected weights; written by vdi {payload.get('vdi_version')})"
-            )
-        predictor = cls(retriever, cfg, payload.get("metadata", {}), device)
-        return predictor
+        return cls(retriever, cfg, payload.get("metadata", {}), device)
 
     # -- video side ----------------------------------------------------------------------------
     @property
     def visual(self) -> FrozenVisualEncoder:
         if self._visual is None:  # built only when raw videos are encoded
-            clip = create_clip(self.cfg.model.clip.name, self.cfg.model.clip.pretrained, self.cfg.model.clip.config_dir)
+            from vdi.shards import weights_identity
+
+            clip_cfg = self.cfg.model.clip
+            try:
+                clip = create_clip(clip_cfg.name, clip_cfg.pretrained, clip_cfg.config_dir)
+            except ModelMissing as error:
+                raise ModelMissing(
+                    f"{error}; point the predictor at the visual tower's weights with --clip-pretrained PATH "
+                    "(Predictor.from_checkpoint(..., clip_pretrained=PATH))"
+                ) from error
+            weights = weights_identity(clip_cfg.pretrained)
+            if self.trained_clip_weights and weights != self.trained_clip_weights:
+                raise ModelMissing(
+                    f"visual tower weights {clip_cfg.pretrained} ({weights[:19]}...) are not the ones this model was "
+                    f"trained on ({self.trained_clip_weights[:19]}...); pass the training CLIP with --clip-pretrained"
+                )
             self._visual = FrozenVisualEncoder(clip).to(self.device)
         return self._visual
 
@@ -142,6 +148,8 @@ class Predictor:
     # -- text side -----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, video: EncodedVideo | str | Path, queries: list[str], top_k: int = 5) -> list[list[Moment]]:
+        if top_k < 1:
+            raise ValueError(f"top_k is {top_k}; ask for at least 1 moment per query")
         if not isinstance(video, EncodedVideo):
             video = self.encode_video(video)
         texts = normalize_queries(queries)
@@ -157,7 +165,9 @@ class Predictor:
             all_scores.append(fused.double())
         moments = torch.cat(all_moments)  # [C_total, 2]
         scores = torch.cat(all_scores, dim=1)  # [Q, C_total]
-        suppresses = temporal_iou(moments[:, None], moments[None]) > self.cfg.eval.nms_threshold
+        # the tolerance keeps pairs whose grid IoU is exactly the threshold (e.g. 1/2), as evaluation
+        # does with exact grid IoU (vdi.metrics.rank_moments); seconds carry float rounding
+        suppresses = temporal_iou(moments[:, None], moments[None]) > self.cfg.eval.nms_threshold + 1e-9
         kept = nms_top_k(scores, suppresses, top_k)
         results = []
         for row, indices in enumerate(kept.tolist()):
@@ -177,13 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("video", help="a video file")
     parser.add_argument("sentences", nargs="*", help="one or more sentences")
     parser.add_argument("--queries", default=None, help="a text file with one sentence per line")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=5, help="moments per sentence (>= 1)")
     parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-pretrained", default=None, help="where the visual tower's weights come from")
     args = parser.parse_args(argv)
+    from vdi.errors import user_errors
+
     sentences = list(args.sentences)
     try:
+        if args.top_k < 1:
+            raise ValueError(f"--top-k is {args.top_k}; ask for at least 1 moment per sentence")
         if args.queries:
             path = Path(args.queries)
             if not path.is_file():
@@ -199,13 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained)
         video = predictor.encode_video(args.video)
         results = predictor.predict(video, sentences, args.top_k)
-    except Exception as error:  # one line, the kind of problem and its fix; no traceback
-        from vdi.encoders import ModelMissing
-        from vdi.video import VideoDecodeError
-
-        known = (FileNotFoundError, ValueError, QueryError, VideoDecodeError, ModelMissing)
-        if not isinstance(error, known):
-            raise
+    except user_errors() as error:  # one line, the kind of problem and its fix; no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

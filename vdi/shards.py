@@ -114,11 +114,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def weights_identity(pretrained: str | None) -> str:
     """How a CLIP's weights are named in manifests: a tag, the checkpoint's sha256, or random."""
-    from vdi.encoders import _looks_like_path
+    from vdi.config import looks_like_path
 
     if pretrained is None:
         return "random"
-    if _looks_like_path(pretrained):
+    if looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise ShardError(f"CLIP checkpoint {path} not found (model.clip.pretrained)")
@@ -139,7 +139,8 @@ def check_compatible(
         problems.append(f"feature size {manifest.feature_dim} != text tower size {feature_dim}")
     if needs_patches and not manifest.has_patches:
         problems.append(
-            "no patch tokens but L^sd needs them (re-extract with --patches or injection.spatial_dynamic=none)"
+            "no patch tokens but L^sd needs them (rebuild them with python -m data_prep without --no-patches, "
+            "or set injection.spatial_dynamic=none)"
         )
     if problems:
         raise ShardError(f"shards in {where} do not match the model config: " + "; ".join(problems))

@@ -96,10 +96,6 @@ class Tracker:
         if self.enabled:
             self._record({"kind": "artifact", "path": str(Path(path).resolve()), "folder": folder})
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self.enabled:
-            self._record({"kind": "tags", "values": {k: str(v) for k, v in tags.items()}})
-
     # -- sending -----------------------------------------------------------------------------
     def _client(self):
         import mlflow

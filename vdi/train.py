@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vdi.config import Config, ConfigError, flatten, load_config, to_dict, to_yaml
+from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
 from vdi.data import LoaderState, ShardStream, make_loader
 
 EvalCallback = Callable[[int, dict], None]
@@ -141,8 +141,8 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
     from vdi.tracking import Tracker, default_tracking_uri, ui_command, write_tracking_meta
 
     started = time.perf_counter()
+    cfg = pin_paths(cfg)  # the saved config must not depend on the folder this run started in
     ctx = init_distributed(cfg)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(cfg.run.seed)
     run_dir = Path(cfg.run.root) / cfg.run.name
     if ctx.is_main:
@@ -266,7 +266,11 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                         to_dict(cfg),
                         flat,
                         epoch,
-                        {"feature_fps": manifest.fps, "max_train_duration": manifest.max_duration},
+                        {
+                            "feature_fps": manifest.fps,
+                            "max_train_duration": manifest.max_duration,
+                            "clip_weights": manifest.encoder.weights,  # the Predictor checks its visual tower
+                        },
                     )
             else:
                 state.epochs_without_improvement += 1
@@ -389,10 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="synthetic", help="preset name or YAML path")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. optim.lr=1e-4")
     args = parser.parse_args(argv)
+    from vdi.errors import user_errors
+
     try:
         cfg = load_config(args.config, args.overrides)
         result = train(cfg)
-    except ConfigError as error:
+    except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0 if result["status"] == "finished" else 3
