@@ -60,7 +60,37 @@ def build_report(runs: list[dict], splits: list[str]) -> tuple[str, dict]:
                 cells.append(f"{mean:.2f} ± {std:.2f}")
             lines.append(f"| {name} | {len(groups[name])} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines), {"groups": groups, "order": order, "table": table}
+    probe = probe_cells(groups, order)
+    if probe:
+        lines += [
+            "Dynamics probe (paper Fig. 3): IID test R1@0.5 of the best checkpoint when each sentence is "
+            "replaced by its static part Q^s or its dynamic part Q^d.",
+            "",
+            "| Method | Q | Q^s | Q^d | Q - Q^s |",
+            "|---|---|---|---|---|",
+        ]
+        for name, cells in probe.items():
+            gap = cells["Q"][0] - cells["Q^s"][0] if {"Q", "Q^s"} <= set(cells) else float("nan")
+            shown = [f"{cells[v][0]:.2f} ± {cells[v][1]:.2f}" if v in cells else "-" for v in ("Q", "Q^s", "Q^d")]
+            lines.append(f"| {name} | " + " | ".join(shown) + f" | {gap:+.2f} |")
+        lines.append("")
+    return "\n".join(lines), {"groups": groups, "order": order, "table": table, "probe": probe}
+
+
+def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean ± std over seeds of the probe's IID R1@0.5 with Q, Q^s and Q^d, per row."""
+    probe = {}
+    for row in order:
+        cells = {}
+        for variant, key in (("Q", "test"), ("Q^s", "test_Qs"), ("Q^d", "test_Qd")):
+            values = [
+                r["metrics"][f"probe/{key}/R1_iou0.5"] for r in groups[row] if f"probe/{key}/R1_iou0.5" in r["metrics"]
+            ]
+            if values:
+                cells[variant] = mean_std(values)
+        if cells:
+            probe[row] = cells
+    return probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,19 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if len({p[0] for p in points}) > 1:
             name = parameter.split(".")[-1]
             artifacts.append(plot_metric_vs(points, out / f"r1_vs_{name}.png", parameter, f"{main_split} R1@0.5"))
-    probe = {}
-    for row in data["order"]:
-        cells = {}
-        for variant, key in (("Q", "test"), ("Q^s", "test_Qs"), ("Q^d", "test_Qd")):
-            values = [
-                r["metrics"][f"probe/{key}/R1_iou0.5"]
-                for r in data["groups"][row]
-                if f"probe/{key}/R1_iou0.5" in r["metrics"]
-            ]
-            if values:
-                cells[variant] = mean_std(values)
-        if cells:
-            probe[row] = cells
+    probe = data["probe"]
     if probe:
         artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", "dynamics probe (IID test R1@0.5)"))
     log_artifacts(uri, parent, artifacts)

@@ -85,10 +85,15 @@ def test_predict_ranks_moments_after_nms(checkpoint, tmp_path):
         predictor.predict(video, ["fine", "   "])
 
 
-def test_long_video_windows_find_a_planted_moment(checkpoint):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_long_video_windows_find_a_planted_moment(checkpoint, precision):
     """A 40 s video (5x the 8 s training span) with one planted "opens the door" moment at 26-30 s:
-    the windows are cut as documented and the top moment lands on it, in absolute seconds."""
-    predictor = Predictor.from_checkpoint(checkpoint)
+    the windows are cut as documented and the top moment lands on it, in absolute seconds (also
+    with the text tower in bf16)."""
+    predictor = Predictor.from_checkpoint(checkpoint, precision=precision)
+    assert next(predictor.retriever.text_encoder.parameters()).dtype == getattr(
+        torch, {"fp32": "float32"}.get(precision, "bfloat16")
+    )
     assert predictor.window_bounds(40.0)[:3] == [(0.0, 8.0), (4.0, 12.0), (8.0, 16.0)]
     assert predictor.window_bounds(40.0)[-1] == (32.0, 40.0)
     assert predictor.window_bounds(8.2) == [(0.0, 8.2)]  # within 5% of the span: one window

@@ -136,6 +136,7 @@ def test_ablation_grid_one_seed_and_table(sweep_shards, tmp_path):
     table = (tmp_path / "report" / "report.md").read_text()
     for row in ("Baseline", "L^vc w/o Q", "L^vc w/ Q", "L^vc w/ Q^s", "L^sd w/ LSTM", "L^sd w/ Trans", "L^vc + L^sd"):
         assert f"| {row} | 1 |" in table
+    assert "| Method | Q | Q^s | Q^d | Q - Q^s |" in table  # the dynamics probe of every row
     assert (tmp_path / "report" / "ablation_rows.png").exists() and (
         tmp_path / "report" / "dynamics_probe.png"
     ).exists()
@@ -174,3 +175,29 @@ def test_sweep_on_slurm_spreads_trials_over_two_nodes(cluster, sweep_shards, tmp
     assert summary["nodes"] == ["n1", "n2"]
     _, children = child_runs(tmp_path, "onslurm")
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+
+
+def test_report_averages_seeds_per_row_and_tabulates_the_probe():
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from report import build_report
+
+    def run(visual, spatial, test_r1, static_r1, dynamic_r1):
+        metrics = {"best/test/R1_iou0.5": test_r1, "best/test/R1_iou0.7": 10.0, "best/test/mIoU": 20.0}
+        metrics |= {"probe/test/R1_iou0.5": test_r1, "probe/test_Qs/R1_iou0.5": static_r1}
+        metrics |= {"probe/test_Qd/R1_iou0.5": dynamic_r1}
+        params = {"injection.visual_context": visual, "injection.spatial_dynamic": spatial}
+        return {"status": "FINISHED", "params": params, "metrics": metrics}
+
+    runs = [
+        run("none", "none", 30.0, 28.0, 29.0),
+        run("none", "none", 34.0, 30.0, 31.0),
+        run("static", "transformer", 36.0, 29.0, 33.0),
+        run("static", "transformer", 40.0, 31.0, 35.0),
+        {"status": "FAILED", "params": {}, "metrics": {}},
+    ]
+    markdown, data = build_report(runs, ["test"])
+    assert "| Baseline | 2 | 32.00 ± 2.83 | 10.00 ± 0.00 | 20.00 ± 0.00 |" in markdown
+    assert "| L^vc + L^sd | 2 | 38.00 ± 2.83 |" in markdown
+    assert "| Baseline | 32.00 ± 2.83 | 29.00 ± 1.41 | 30.00 ± 1.41 | +3.00 |" in markdown
+    assert "| L^vc + L^sd | 38.00 ± 2.83 | 30.00 ± 1.41 | 34.00 ± 1.41 | +8.00 |" in markdown
+    assert data["order"] == ["Baseline", "L^vc + L^sd"]

@@ -58,8 +58,19 @@ class EncodedVideo:
 
 
 class Predictor:
-    def __init__(self, retriever: MomentRetriever, cfg: Config, metadata: dict, device: str = "cpu"):
+    """``precision``: fp32 (default; the same rankings as evaluation) or bf16 for the text tower
+    (2-3x faster on CPUs with AVX-512 and on GPUs; the MMN head stays fp32; see the benchmark for
+    how often the top-1 moment changes)."""
+
+    def __init__(
+        self, retriever: MomentRetriever, cfg: Config, metadata: dict, device: str = "cpu", precision: str = "fp32"
+    ):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {precision!r}: use fp32 or bf16")
         self.retriever = retriever.to(device).eval()
+        if precision == "bf16":
+            self.retriever.text_encoder.to(torch.bfloat16)  # the text tower dominates a query's cost
+        self.precision = precision
         self.cfg = cfg
         self.device = torch.device(device)
         self.fps = float(metadata.get("feature_fps") or 4.0)
@@ -70,13 +81,15 @@ class Predictor:
         self.grid = candidate_grid(retriever.head.mask).to(self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Predictor:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", clip_pretrained: str | None = None, precision: str = "fp32"
+    ) -> Predictor:
         """Load ``runs/<name>/best/model.pt`` (weights_only). ``clip_pretrained`` overrides where the
         frozen visual tower's weights come from (default: the training config's)."""
         retriever, cfg, payload = load_retriever(path)
         if clip_pretrained is not None:
             cfg.model.clip.pretrained = clip_pretrained
-        return cls(retriever, cfg, payload.get("metadata", {}), device)
+        return cls(retriever, cfg, payload.get("metadata", {}), device, precision)
 
     # -- video side ----------------------------------------------------------------------------
     @property
@@ -154,7 +167,7 @@ class Predictor:
             video = self.encode_video(video)
         texts = normalize_queries(queries)
         tokens = self.tokenizer(texts).tokens.to(self.device)
-        sentences = self.retriever.head.sentence_embeddings(self.retriever.encode_queries(tokens))
+        sentences = self.retriever.head.sentence_embeddings(self.retriever.encode_queries(tokens).float())
         sentence_video = torch.zeros(len(texts), dtype=torch.long, device=self.device)
         all_moments, all_scores = [], []
         for (start, end), maps in zip(video.windows, video.maps):
@@ -190,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5, help="moments per sentence (>= 1)")
     parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="text tower precision")
     parser.add_argument("--clip-pretrained", default=None, help="where the visual tower's weights come from")
     args = parser.parse_args(argv)
     from vdi.errors import user_errors
@@ -210,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         for position, sentence in enumerate(sentences):
             if not normalize_query(sentence):
                 raise QueryError(f"sentence {position + 1} is empty; every query needs at least one word")
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained)
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained, args.precision)
         video = predictor.encode_video(args.video)
         results = predictor.predict(video, sentences, args.top_k)
     except user_errors() as error:  # one line, the kind of problem and its fix; no traceback

@@ -98,7 +98,6 @@ class Tracker:
 
     # -- sending -----------------------------------------------------------------------------
     def _client(self):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -111,7 +110,6 @@ class Tracker:
             run = client.create_run(experiment_id, tags=tags)
             self.run_id = run.info.run_id
             (self.run_dir / RUN_ID_NAME).write_text(self.run_id)
-        del mlflow
         return client
 
     def flush(self, force: bool = False) -> bool:
