@@ -23,9 +23,14 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # annotations only: training code never needs the model here
+    from vdi.config import Config
+    from vdi.model import MomentRetriever
 
 COMPLETE = "COMPLETE"
 CHECKPOINT_VERSION = 1
@@ -209,7 +214,7 @@ def load_inference_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def load_retriever(path: str | Path, device: str = "cpu"):
+def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriever, Config, dict]:
     """(MomentRetriever with the checkpoint's weights on ``device``, its Config, the payload).
     The text tower is built from the config's architecture; its weights come from the checkpoint."""
     from vdi.config import config_from_dict
