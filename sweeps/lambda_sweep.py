@@ -226,13 +226,14 @@ def run_sweep(args) -> int:
         summary = {
             "trials": len(results),
             "errored": len(errors),
-            "best_metric": best.metrics.get(metric),
+            # best.metrics is the trial's last report; the trial was chosen by its best epoch (scope="all")
+            "best_metric": best_value(best, metric, mode),
             "best_config": best.config,
             "nodes": sorted({r.metrics.get("node") for r in results if r.metrics and r.metrics.get("node")}),
         }
         (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         print(f"{len(results)} trials ({len(errors)} errored) on nodes {summary['nodes']}")
-        print(f"best {metric} = {summary['best_metric']} with {best.config}")
+        print(f"best {metric} = {summary['best_metric']} (its best epoch) with {best.config}")
         print(
             f"best config preset: {sweep_dir / 'best.yaml'}  (python -m vdi.launch --config {sweep_dir / 'best.yaml'})"
         )
@@ -245,6 +246,15 @@ def run_sweep(args) -> int:
             print(f"{closed} stopped trial run(s) marked KILLED in MLflow")
         end_run(uri, parent, status)
         ray.shutdown()
+
+
+def best_value(result, metric: str, mode: str) -> float | None:
+    """The value over all epochs that made ``result`` the best trial (its last report otherwise)."""
+    frame = result.metrics_dataframe
+    if frame is None or metric not in frame or frame[metric].dropna().empty:
+        return result.metrics.get(metric)
+    column = frame[metric].dropna()
+    return float(column.max() if mode == "max" else column.min())
 
 
 # --------------------------------------------------------------------------- SLURM

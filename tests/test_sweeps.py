@@ -201,3 +201,19 @@ def test_report_averages_seeds_per_row_and_tabulates_the_probe():
     assert "| Baseline | 32.00 ± 2.83 | 29.00 ± 1.41 | 30.00 ± 1.41 | +3.00 |" in markdown
     assert "| L^vc + L^sd | 38.00 ± 2.83 | 30.00 ± 1.41 | 34.00 ± 1.41 | +8.00 |" in markdown
     assert data["order"] == ["Baseline", "L^vc + L^sd"]
+
+
+def test_best_value_is_the_best_epoch_not_the_last_report():
+    import pandas
+
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import best_value
+
+    class Result:  # the two attributes of ray.tune.Result that best_value reads
+        metrics = {"ood/R1@0.5": 38.1}
+        metrics_dataframe = pandas.DataFrame({"ood/R1@0.5": [28.0, 40.2, 38.1]})
+
+    assert best_value(Result(), "ood/R1@0.5", "max") == 40.2
+    assert best_value(Result(), "ood/R1@0.5", "min") == 28.0
+    Result.metrics_dataframe = None
+    assert best_value(Result(), "ood/R1@0.5", "max") == 38.1
