@@ -52,6 +52,9 @@ def mark_done(out: Path, name: str, key: str, **info) -> dict:
     return data
 
 
+VIDEOS_VERSION = 3  # 3: lossless H.264 (reproducible decoded pixels)
+
+
 def _render_one(task: tuple) -> tuple[str, str, float, list]:
     from data_prep.synthetic.world import render_frames, sample_video, video_queries, write_video
 
@@ -147,7 +150,7 @@ def build(
     say = print if verbose else (lambda *a, **k: None)
 
     # 1. videos + annotations
-    key = stage_key(counts=counts, seed=seed, ood=ood_colours, version=2)
+    key = stage_key(counts=counts, seed=seed, ood=ood_colours, version=VIDEOS_VERSION)
     started = time.perf_counter()
     info = stage_done(out, "videos", key)
     if info is None:
@@ -195,7 +198,9 @@ def build(
     video_dir = out / "videos"
     ids = sorted(json.loads((out / "annotations" / "durations.json").read_text()))
     key = stage_key(
-        videos=stage_done(out, "videos", stage_key(counts=counts, seed=seed, ood=ood_colours, version=2))["key"],
+        videos=stage_done(out, "videos", stage_key(counts=counts, seed=seed, ood=ood_colours, version=VIDEOS_VERSION))[
+            "key"
+        ],
         clip=clip_info["key"],
         fps=fps,
     )

@@ -431,11 +431,13 @@ def render_frames(spec: VideoSpec) -> np.ndarray:
 
 
 def write_video(path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
-    """H.264 via PyAV (yuv420p, constant quality), so the real decoding path reads it back."""
+    """Lossless H.264 via PyAV (yuv420p), so the real decoding path reads it back."""
     import av
 
     container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
+    # lossless (qp 0): the decoded frames are exactly the yuv420p frames, whatever the encoder decides.
+    # Lossy x264 made different decisions under CPU load (~2% of videos differed between builds).
+    stream = container.add_stream("libx264", rate=fps, options={"qp": "0", "preset": "veryfast"})
     stream.width, stream.height = frames.shape[2], frames.shape[1]
     stream.pix_fmt = "yuv420p"
     for frame in frames:
