@@ -39,6 +39,27 @@ def test_packed_blocks_equal_separate_forwards(clip):
         torch.testing.assert_close(features, model.encode_text(block), atol=1e-5, rtol=0)
 
 
+def test_packed_backward_is_bitwise_reproducible_with_threads():
+    """Packed positions repeat within a row; their gradient must not depend on thread scheduling
+    (advanced indexing's backward did, and seeded runs drifted apart)."""
+    torch.manual_seed(0)
+    model = create_clip("vdi-test-tiny", None)
+    encoder = TextEncoder(model)
+    tokenizer = Tokenizer("vdi-test-tiny")
+    blocks = [tokenizer(TEXTS * 8).tokens, tokenizer(list(reversed(TEXTS)) * 8).tokens]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(4):
+            encoder.zero_grad()
+            torch.stack(encoder.forward_blocks(blocks)).pow(2).sum().backward()
+            gradients.append(encoder.positional_embedding.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(gradients[0], other) for other in gradients[1:])
+
+
 def test_truncation_is_counted():
     tokenizer = Tokenizer("vdi-test-tiny")
     batch = tokenizer(["word " * 200, "a short one", "x " * 75])

@@ -257,7 +257,11 @@ class TextEncoder(nn.Module):
         if positions is None:
             position_embedding = self.positional_embedding[: tokens.shape[1]]
         else:
-            position_embedding = self.positional_embedding[positions]
+            # a one-hot product, not positional_embedding[positions]: the backward of advanced
+            # indexing accumulates repeated positions in a thread-dependent order on the CPU, which
+            # made seeded runs differ; the matmul's reduction order is fixed
+            one_hot = F.one_hot(positions, self.positional_embedding.shape[0]).to(self.positional_embedding.dtype)
+            position_embedding = one_hot @ self.positional_embedding
         x = self.token_embedding(tokens).to(cast_dtype) + position_embedding.to(cast_dtype)
         x = self.transformer(x, attn_mask=mask)
         return self.ln_final(x)
