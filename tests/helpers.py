@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vdi.toy import planted_samples  # noqa: F401  (re-exported for the tests)
+from vdi.toy import planted_samples
 
 
 def reference_nms(moments: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
@@ -73,6 +73,13 @@ def write_toy_shards(samples, split_dir, per_shard: int, dataset: str = "toy", s
     )
     write_manifest(split_dir, manifest)
     return manifest
+
+
+def write_toy_dataset(root, train_videos: int, per_shard: int, seed: int):
+    """A train split of planted videos in shards of ``per_shard`` and an 8-video test split."""
+    write_toy_shards(planted_samples(train_videos, num_frames=16, seed=seed), root / "train", per_shard, split="train")
+    write_toy_shards(planted_samples(8, num_frames=16, seed=seed + 1), root / "test", per_shard=8, split="test")
+    return root
 
 
 def write_video(path, seconds: float, rate: int = 8, size: tuple[int, int] = (48, 40), seed: int = 0) -> None:

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import write_toy_shards
+from helpers import write_toy_dataset
 
 from vdi.launch import main as launch_main
-from vdi.toy import planted_samples
 
 PROJECT = Path(__file__).resolve().parents[1]
 CLUSTER = PROJECT / "slurm" / "local_cluster.sh"
@@ -80,10 +79,7 @@ def test_no_sbatch_says_how_to_run_locally(capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def slurm_shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slurm_shards")
-    write_toy_shards(planted_samples(96, num_frames=16, seed=21), root / "train", per_shard=24, split="train")
-    write_toy_shards(planted_samples(8, num_frames=16, seed=22), root / "test", per_shard=8, split="test")
-    return root
+    return write_toy_dataset(tmp_path_factory.mktemp("slurm_shards"), 96, per_shard=24, seed=21)
 
 
 def launch(env, *args, timeout=900):

@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_toy_shards
-
-from vdi.toy import planted_samples
+from helpers import write_toy_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 SWEEP = PROJECT / "sweeps" / "lambda_sweep.py"
@@ -19,10 +17,7 @@ REPORT = PROJECT / "sweeps" / "report.py"
 
 @pytest.fixture(scope="module")
 def sweep_shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep_shards")
-    write_toy_shards(planted_samples(24, num_frames=16, seed=31), root / "train", per_shard=12, split="train")
-    write_toy_shards(planted_samples(8, num_frames=16, seed=32), root / "test", per_shard=8, split="test")
-    return root
+    return write_toy_dataset(tmp_path_factory.mktemp("sweep_shards"), 24, per_shard=12, seed=31)
 
 
 def fixed(shard_root):

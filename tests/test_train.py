@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_toy_shards
-
-from vdi.toy import planted_samples
+from helpers import write_toy_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 EXTENSIONS = str(PROJECT / ".cache" / "torch_extensions")
@@ -21,10 +19,7 @@ EXTENSIONS = str(PROJECT / ".cache" / "torch_extensions")
 
 @pytest.fixture(scope="module")
 def shard_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy_shards")
-    write_toy_shards(planted_samples(120, num_frames=16, seed=11), root / "train", per_shard=30, split="train")
-    write_toy_shards(planted_samples(8, num_frames=16, seed=12), root / "test", per_shard=8, split="test")
-    return root
+    return write_toy_dataset(tmp_path_factory.mktemp("toy_shards"), 120, per_shard=30, seed=11)
 
 
 def overrides(shard_root, run_root, name, *extra):
