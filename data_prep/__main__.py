@@ -6,12 +6,14 @@ Subcommands:
   shards     annotations + features -> WebDataset shards + manifest, per split
   build      features + shards for every split of a dataset in one go
   verify     re-hash a split's shards against its manifest
+  audit      how the paper's Q^s / Q^d rule splits a dataset's queries (or the synthetic world's)
   synthetic  build the embedded synthetic world (videos, tiny CLIP, features, shards)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -149,6 +151,27 @@ def cmd_verify(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_audit(args) -> int:
+    from data_prep.audit import audit_annotations, audit_synthetic
+    from vdi.text import load_spacy
+
+    nlp = load_spacy(args.spacy_model)
+    if args.synthetic:
+        reports = audit_synthetic(Path(args.synthetic), nlp)
+        name = "synthetic"
+    elif args.dataset and args.annotations:
+        reports = audit_annotations(args.dataset, _split_files(args.dataset, Path(args.annotations), args.split), nlp)
+        name = args.dataset
+    else:
+        raise ValueError("audit needs --dataset and --annotations, or --synthetic WORLD_DIR")
+    print(f"Q^s / Q^d split audit of {name} (spaCy {args.spacy_model}, the paper's noun-chunk rule)")
+    for report in reports:
+        print("\n".join(report.lines()))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.as_dict() for r in reports], indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="re-hash a split's shards against its manifest")
     verify.add_argument("split_dir")
     verify.set_defaults(run=cmd_verify)
+
+    audit = commands.add_parser("audit", help="Q^s / Q^d split audit of a dataset's queries")
+    audit.add_argument("--dataset", default=None, help="as for build (with --annotations)")
+    audit.add_argument("--annotations", default=None, help="annotation folder (or one file)")
+    audit.add_argument("--split", nargs="*", default=None, help="splits (default: all of the dataset)")
+    audit.add_argument("--synthetic", default=None, help="a synthetic world folder (knows the intended split)")
+    audit.add_argument("--spacy-model", default="en_core_web_sm")
+    audit.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    audit.set_defaults(run=cmd_audit)
 
     commands.add_parser("synthetic", help="build the embedded synthetic world (see: synthetic --help)")
     return parser

@@ -3,7 +3,7 @@ Table 3 ablation grid. Ray lives here only; each trial calls ``vdi.train.train(c
 
     python sweeps/lambda_sweep.py                                  # search_space.yaml, 8 trials, ASHA
     python sweeps/lambda_sweep.py --num-samples 32 --max-concurrent 4 --cpus-per-trial 4 --gpus-per-trial 1
-    python sweeps/lambda_sweep.py --ablation --seeds 3             # Table 3 rows x 3 seeds
+    python sweeps/lambda_sweep.py --ablation --seeds 5             # Table 3 rows x 5 paired seeds
     python sweeps/lambda_sweep.py --resume --name my_sweep         # continue an interrupted sweep
     python sweeps/lambda_sweep.py --slurm --nodes 2 --partition gpu ...   # a Ray cluster inside one allocation
 
@@ -392,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
     parser.add_argument("--no-asha", action="store_true", help="run every trial to the end")
     parser.add_argument("--ablation", action="store_true", help="the paper's Table 3 rows instead of a search")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per ablation row")
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="paired seeds per ablation row (the same seeds for every row)"
+    )
     parser.add_argument("--rows", nargs="+", default=None, help="a subset of the ablation rows (names as in Table 3)")
     parser.add_argument("--name", default=None, help="sweep name (folder and MLflow parent run)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep name)")

@@ -11,6 +11,7 @@ Metrics are those of each run's best epoch (``best/<split>/<metric>``).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -20,7 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lambda_sweep import ABLATION_ROWS
 
 ROW_OF = {value: key for key, value in ABLATION_ROWS.items()}
-METRICS = [("R1@0.5", "R1_iou0.5"), ("R1@0.7", "R1_iou0.7"), ("mIoU", "mIoU")]
+METRICS = ["R1@0.5", "R1@0.7", "mIoU"]
+GROUNDING = ["gain R1@0.5", "ceiling R1@0.5"]
+PAIRED_METRIC = "R1@0.5"
+
+
+def best_key(split: str, name: str) -> str:
+    """The MLflow key of a run's best-epoch metric (the spelling is vdi.tracking's)."""
+    from vdi.tracking import mlflow_key
+
+    return mlflow_key(f"best/{split}/{name}")
 
 
 def row_name(params: dict) -> str:
@@ -38,28 +48,107 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def build_report(runs: list[dict], splits: list[str]) -> tuple[str, dict]:
+def run_seed(run: dict) -> str:
+    return str(run["params"].get("run.seed", "?"))
+
+
+def per_query_of(run: dict) -> dict:
+    """The run's per-query top-1 IoUs (eval.json in its run folder), or {} when not there."""
+    folder = run["params"].get("run.root"), run["params"].get("run.name")
+    if None in folder:
+        return {}
+    path = Path(folder[0]) / folder[1] / "eval.json"
+    try:
+        return json.loads(path.read_text()).get("per_query", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def paired_difference(row: list[dict], reference: list[dict], split: str, threshold: float = 0.5) -> dict | None:
+    """Mean paired difference of R1@threshold (row minus reference) over the seeds both rows ran,
+    its 95% bootstrap CI (seeds and queries resampled when every pair has matching per-query
+    results, seeds only otherwise), and the number of seeds the row wins."""
+    import torch
+
+    from vdi.metrics import paired_bootstrap
+
+    key = best_key(split, f"R1@{threshold:g}")
+    mine = {run_seed(r): r for r in row if key in r["metrics"]}
+    theirs = {run_seed(r): r for r in reference if key in r["metrics"]}
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    per_seed = [mine[s]["metrics"][key] - theirs[s]["metrics"][key] for s in seeds]
+    rows = []
+    for seed in seeds:
+        a, b = per_query_of(mine[seed]).get(split), per_query_of(theirs[seed]).get(split)
+        if not a or not b or a["order"] != b["order"]:
+            rows = []
+            break
+        hits = torch.tensor(a["top1_iou"]) >= threshold
+        reference_hits = torch.tensor(b["top1_iou"]) >= threshold
+        rows.append((hits.double() - reference_hits.double()) * 100)
+    resampled = "seeds and queries" if rows else "seeds"
+    differences = torch.stack(rows) if rows else torch.tensor(per_seed, dtype=torch.float64)[:, None]
+    mean, low, high = paired_bootstrap(differences)
+    return {
+        "seeds": len(seeds),
+        "mean": mean,
+        "low": low,
+        "high": high,
+        "wins": sum(d > 0 for d in per_seed),
+        "resampled": resampled,
+    }
+
+
+def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline") -> tuple[str, dict]:
     finished = [r for r in runs if r["status"] == "FINISHED"]
     groups: dict[str, list[dict]] = {}
     for run in finished:
         groups.setdefault(row_name(run["params"]), []).append(run)
     order = [name for name in ABLATION_ROWS if name in groups] + sorted(set(groups) - set(ABLATION_ROWS))
+    splits = [split for split in splits if any(best_key(split, "R1@0.5") in r["metrics"] for r in finished)]
     table: dict[str, dict[str, tuple[float, float]]] = {}
+    paired: dict[str, dict[str, dict]] = {}
     lines = []
     for split in splits:
-        header = " | ".join(f"{name} ({split})" for name, _ in METRICS)
-        lines += [f"| Method | seeds | {header} |", "|---|---|" + "---|" * len(METRICS)]
+        names = METRICS + GROUNDING
+        header = " | ".join(f"{name} ({split})" for name in names)
+        has_reference = reference in groups
+        extra = f" | Δ {PAIRED_METRIC} vs {reference} [95% CI] | seeds won" if has_reference else ""
+        lines += [f"| Method | seeds | {header}{extra} |", "|---|---|" + "---|" * (len(names) + 2 * has_reference)]
         for name in order:
             cells = []
-            for label, key in METRICS:
-                values = [
-                    r["metrics"][f"best/{split}/{key}"] for r in groups[name] if f"best/{split}/{key}" in r["metrics"]
-                ]
+            for metric in names:
+                key = best_key(split, metric)
+                values = [r["metrics"][key] for r in groups[name] if key in r["metrics"]]
                 mean, std = mean_std(values)
-                table.setdefault(f"{name}", {})[f"{split} {label}"] = (mean, std)
+                table.setdefault(name, {})[f"{split} {metric}"] = (mean, std)
                 cells.append(f"{mean:.2f} ± {std:.2f}")
+            if has_reference:
+                if name == reference:
+                    cells += ["(reference)", "-"]
+                else:
+                    difference = paired_difference(groups[name], groups[reference], split)
+                    paired.setdefault(name, {})[split] = difference
+                    if difference is None:
+                        cells += ["no paired seeds", "-"]
+                    else:
+                        cells += [
+                            f"{difference['mean']:+.2f} [{difference['low']:+.2f}, {difference['high']:+.2f}]",
+                            f"{difference['wins']}/{difference['seeds']}",
+                        ]
             lines.append(f"| {name} | {len(groups[name])} | " + " | ".join(cells) + " |")
         lines.append("")
+    if paired:
+        how = {d["resampled"] for per_split in paired.values() for d in per_split.values() if d}
+        lines += [
+            f"Δ: mean over paired seeds (same seed, same data order) of the row's {PAIRED_METRIC} minus "
+            f"{reference}'s; 95% CI from 2,000 bootstrap resamples of {' / '.join(sorted(how))}. "
+            "gain: R1@0.5 with the true sentences minus with sentences deranged within each video; "
+            "ceiling: the best R1@0.5 of any query-blind top-1 predictor.",
+            "",
+        ]
     probe = probe_cells(groups, order)
     if probe:
         lines += [
@@ -74,18 +163,19 @@ def build_report(runs: list[dict], splits: list[str]) -> tuple[str, dict]:
             shown = [f"{cells[v][0]:.2f} ± {cells[v][1]:.2f}" if v in cells else "-" for v in ("Q", "Q^s", "Q^d")]
             lines.append(f"| {name} | " + " | ".join(shown) + f" | {gap:+.2f} |")
         lines.append("")
-    return "\n".join(lines), {"groups": groups, "order": order, "table": table, "probe": probe}
+    return "\n".join(lines), {"groups": groups, "order": order, "table": table, "probe": probe, "paired": paired}
 
 
 def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Mean ± std over seeds of the probe's IID R1@0.5 with Q, Q^s and Q^d, per row."""
+    """Mean ± std over seeds of the probe's R1@0.5 with Q, Q^s and Q^d, per row."""
+    from vdi.tracking import mlflow_key
+
     probe = {}
     for row in order:
         cells = {}
-        for variant, key in (("Q", "test"), ("Q^s", "test_Qs"), ("Q^d", "test_Qd")):
-            values = [
-                r["metrics"][f"probe/{key}/R1_iou0.5"] for r in groups[row] if f"probe/{key}/R1_iou0.5" in r["metrics"]
-            ]
+        for variant, split in (("Q", "test"), ("Q^s", "test [Q^s]"), ("Q^d", "test [Q^d]")):
+            key = mlflow_key(f"probe/{split}/R1@0.5")
+            values = [r["metrics"][key] for r in groups[row] if key in r["metrics"]]
             if values:
                 cells[variant] = mean_std(values)
         if cells:
@@ -101,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite under runs/sweeps")
     parser.add_argument("--parent", default=None, help="parent run id (default: the newest sweep parent)")
-    parser.add_argument("--splits", nargs="+", default=["ood", "test"], help="splits to tabulate (OOD first)")
+    parser.add_argument(
+        "--splits", nargs="+", default=["val", "test", "ood"], help="splits to tabulate (those the runs have)"
+    )
+    parser.add_argument("--reference", default="Baseline", help="row the paired differences are taken against")
     parser.add_argument("--out", default=None, help="output folder (default runs/sweeps/<experiment>/report)")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
@@ -119,31 +212,36 @@ def main(argv: list[str] | None = None) -> int:
     if not any(r["status"] == "FINISHED" for r in runs):
         print(f"error: no finished trial under parent run {parent}", file=sys.stderr)
         return 2
-    markdown, data = build_report(runs, args.splits)
+    markdown, data = build_report(runs, args.splits, args.reference)
     out = Path(args.out or Path("runs/sweeps") / args.experiment / "report")
     out.mkdir(parents=True, exist_ok=True)
     total = len(runs)
     finished = sum(r["status"] == "FINISHED" for r in runs)
     text = (
         f"# Sweep report: {args.experiment}\n\nParent run `{parent}`; {finished} finished of {total} trial runs; "
-        f"mean ± std over seeds of each run's best-epoch metrics (R@1 at IoU 0.5 / 0.7, mIoU, percent).\n\n{markdown}"
+        f"mean ± std over seeds of each run's best-epoch metrics (R@1 at IoU 0.5 / 0.7, mIoU, grounding gain and "
+        f"query-blind ceiling, percent), checkpoints selected on each run's eval.select_split.\n\n{markdown}"
     )
     (out / "report.md").write_text(text)
     print(text)
     artifacts = [out / "report.md"]
     main_split = args.splits[0]
+    main_key = best_key(main_split, "R1@0.5")
     artifacts.append(
         plot_grouped_bars(
-            {row: {k: v for k, v in cells.items() if k.startswith(main_split)} for row, cells in data["table"].items()},
+            {
+                row: {k: v for k, v in cells.items() if k.startswith(main_split) and "ceiling" not in k}
+                for row, cells in data["table"].items()
+            },
             out / "ablation_rows.png",
             f"rows on {main_split} (mean ± std over seeds)",
         )
     )
     for parameter in ("loss.lambda_vc", "loss.lambda_sd"):
         points = [
-            (float(r["params"][parameter]), r["metrics"][f"best/{main_split}/R1_iou0.5"])
+            (float(r["params"][parameter]), r["metrics"][main_key])
             for r in runs
-            if r["status"] == "FINISHED" and parameter in r["params"] and f"best/{main_split}/R1_iou0.5" in r["metrics"]
+            if r["status"] == "FINISHED" and parameter in r["params"] and main_key in r["metrics"]
         ]
         if len({p[0] for p in points}) > 1:
             name = parameter.split(".")[-1]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import write_toy_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -196,6 +197,41 @@ def test_report_averages_seeds_per_row_and_tabulates_the_probe():
     assert "| Baseline | 32.00 ± 2.83 | 29.00 ± 1.41 | 30.00 ± 1.41 | +3.00 |" in markdown
     assert "| L^vc + L^sd | 38.00 ± 2.83 | 30.00 ± 1.41 | 34.00 ± 1.41 | +8.00 |" in markdown
     assert data["order"] == ["Baseline", "L^vc + L^sd"]
+
+
+def test_report_pairs_seeds_and_gives_a_bootstrap_interval(tmp_path):
+    """Paired differences use the same seeds of both rows; with per-query results in each run's
+    eval.json the interval resamples seeds and queries, and a planted gain excludes zero."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from report import build_report
+
+    generator = torch.Generator().manual_seed(0)
+    runs = []
+    for seed in range(4):
+        base = (torch.rand(200, generator=generator) < 0.4).double()
+        better = torch.maximum(base, (torch.rand(200, generator=generator) < 0.25).double())
+        for visual, spatial, hits in (("none", "none", base), ("static", "transformer", better)):
+            name = f"{visual}-{seed}"
+            (tmp_path / name).mkdir()
+            per_query = {"val": {"order": "same", "top1_iou": (hits * 0.9).tolist()}}
+            (tmp_path / name / "eval.json").write_text(json.dumps({"per_query": per_query}))
+            params = {
+                "injection.visual_context": visual,
+                "injection.spatial_dynamic": spatial,
+                "run.seed": str(seed),
+                "run.root": str(tmp_path),
+                "run.name": name,
+            }
+            metrics = {"best/val/R1_iou0.5": float(hits.mean() * 100), "best/val/gain_R1_iou0.5": 12.0}
+            runs.append({"status": "FINISHED", "params": params, "metrics": metrics})
+    runs.append({**runs[-1], "params": {**runs[-1]["params"], "run.seed": "9"}})  # a seed the baseline lacks
+    markdown, data = build_report(runs, ["val", "test"])
+    difference = data["paired"]["L^vc + L^sd"]["val"]
+    assert difference["seeds"] == 4 and difference["wins"] == 4
+    assert difference["resampled"] == "seeds and queries"
+    assert 0 < difference["low"] < difference["mean"] < difference["high"]
+    assert "(test)" not in markdown  # no run has the test split
+    assert "| Baseline | 4 |" in markdown and "12.00 ± 0.00" in markdown and "4/4" in markdown
 
 
 def test_best_value_is_the_best_epoch_not_the_last_report():

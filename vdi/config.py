@@ -139,6 +139,12 @@ class DataConfig:
     skip_corrupt: bool = False
     # Use global patch tokens for L^sd (needed when spatial_dynamic is on).
     load_patches: bool = True
+    # For datasets without an official validation split (Charades-STA, the CG splits): hold out
+    # this fraction of the training videos (seeded by val_seed, the same for every run seed) as
+    # the split named val_split. 0 = off, the paper presets' published protocol (selection on test).
+    val_fraction: float = 0.0
+    val_seed: int = 0
+    val_split: str = "val"
 
 
 @dataclass
@@ -175,6 +181,9 @@ class TrackConfig:
     # null = an absolute sqlite file under run.root (mlflow.db).
     tracking_uri: str | None = None
     log_every_steps: int = 10
+    # Every N steps also measure the gradient norm each loss sends into the text tower (extra
+    # backward passes; 0 = off). Injection-target spreads are logged every log_every_steps.
+    diagnostics_every_steps: int = 50
     log_checkpoint: bool = False
     # Nest this run under a parent run (a sweep sets it for its trials).
     parent_run_id: str | None = None
@@ -320,6 +329,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.pooling_counts: {error}") from None
     if not 0 < cfg.loss.min_iou < cfg.loss.max_iou <= 1:
         raise ConfigError("loss.min_iou and loss.max_iou must satisfy 0 < min_iou < max_iou <= 1")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction is {cfg.data.val_fraction}; choose a fraction in [0, 1) (0 = off)")
+    if cfg.data.val_fraction > 0 and cfg.data.val_split == cfg.data.train_split:
+        raise ConfigError(f"data.val_split '{cfg.data.val_split}' must differ from data.train_split")
     if cfg.optim.batch_size < 1 or cfg.eval.batch_size < 1:
         raise ConfigError("optim.batch_size and eval.batch_size must be >= 1")
     if cfg.dist.zero_stage not in (0, 1, 2):

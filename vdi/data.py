@@ -77,7 +77,11 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 256,
         load_patches: bool = True,
         skip_corrupt: bool = False,
+        hold_out: tuple[float, int] | None = None,
+        hold_out_part: str = "rest",
     ):
+        """``hold_out=(fraction, seed)`` splits the split's videos into a seeded validation part
+        (``hold_out_part="held"``) and the rest (``"rest"``, for training): ``held_out_keys``."""
         super().__init__()
         self.split_dir = Path(split_dir)
         self.manifest = read_manifest(self.split_dir)
@@ -96,7 +100,16 @@ class ShardStream(IterableDataset):
         self.load_patches = load_patches
         self.skip_corrupt = skip_corrupt
         self.epoch, self.start_batch = 1, 0
-        num_videos = sum(s.num_videos for s in self.shards)
+        num_videos = sum(s.num_videos for s in self.manifest.shards)
+        if hold_out_part not in ("held", "rest"):
+            raise ValueError(f"hold_out_part must be 'held' or 'rest', got {hold_out_part!r}")
+        self.held = held_out_keys(num_videos, *hold_out) if hold_out else None
+        self.keep_held = hold_out_part == "held"
+        if self.held is not None:
+            num_videos = len(self.held) if self.keep_held else num_videos - len(self.held)
+        else:
+            num_videos = sum(s.num_videos for s in self.shards)
+        self.num_videos = num_videos
         if training:
             self.batches_per_epoch = max(1, num_videos // (world_size * batch_size))
         else:
@@ -132,7 +145,22 @@ class ShardStream(IterableDataset):
             self.skipped.append(message)
             warnings.warn(f"skipping: {message} ({len(self.skipped)} skipped so far)", stacklevel=2)
 
+    def _kept(self, samples: Iterator[dict]) -> Iterator[dict]:
+        if self.held is None:
+            yield from samples
+            return
+        for sample in samples:
+            if (int(sample["__key__"]) in self.held) == self.keep_held:
+                yield sample
+
     def _pass(self, order: list[int]) -> Iterator[dict]:
+        if self.held is not None:
+            # keep the held-out videos out of every rank's pass (or keep only them)
+            yield from self._kept(self._unfiltered_pass(order))
+        else:
+            yield from self._unfiltered_pass(order)
+
+    def _unfiltered_pass(self, order: list[int]) -> Iterator[dict]:
         shards = [self.shards[i] for i in order]
         if len(shards) >= self.world_size:
             for shard in shards[self.rank :: self.world_size]:
@@ -168,7 +196,7 @@ class ShardStream(IterableDataset):
     def _eval_samples(self) -> Iterator[dict]:
         index = 0
         for shard in self.shards:
-            for sample in self._read_shard(shard):
+            for sample in self._kept(self._read_shard(shard)):
                 if index % self.world_size == self.rank:
                     yield sample
                 index += 1
@@ -206,6 +234,33 @@ class ShardStream(IterableDataset):
             yield self._collate(raw_batch)
 
 
+def split_source(data_cfg, split: str) -> dict:
+    """Where a split's videos come from: its own shard folder, or, for ``data.val_split`` with
+    ``data.val_fraction`` > 0, the seeded hold-out of the training split (ShardStream keywords)."""
+    root = Path(data_cfg.shard_root)
+    if data_cfg.val_fraction > 0 and split in (data_cfg.val_split, data_cfg.train_split):
+        if split == data_cfg.val_split and (root / split).exists():
+            raise ShardError(
+                f"{root / split} exists and data.val_fraction={data_cfg.val_fraction} would also make a "
+                f"'{split}' split from the training videos: set data.val_fraction=0 or data.val_split to another name"
+            )
+        part = "held" if split == data_cfg.val_split else "rest"
+        return {
+            "split_dir": root / data_cfg.train_split,
+            "hold_out": (data_cfg.val_fraction, data_cfg.val_seed),
+            "hold_out_part": part,
+        }
+    return {"split_dir": root / split}
+
+
+def held_out_keys(num_videos: int, fraction: float, seed: int) -> frozenset[int]:
+    """Sample keys (running video indices of a split) of a seeded hold-out of ``fraction`` of the videos."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
+    count = max(1, round(num_videos * fraction))
+    return frozenset(np.random.default_rng([seed, 0x7A1]).permutation(num_videos)[:count].tolist())
+
+
 def make_loader(stream: ShardStream, num_workers: int) -> DataLoader:
     """A DataLoader over a stream; workers are started per epoch (the stream's epoch is copied in)."""
     return DataLoader(
@@ -226,4 +281,4 @@ def dist_info() -> tuple[int, int]:
     return rank, world
 
 
-__all__ = ["LoaderState", "ShardStream", "dist_info", "make_loader"]
+__all__ = ["LoaderState", "ShardStream", "dist_info", "held_out_keys", "make_loader", "split_source"]

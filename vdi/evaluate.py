@@ -13,19 +13,34 @@ metrics (pure functions in ``vdi.metrics``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from vdi.batch import Batch
 from vdi.config import Config
-from vdi.metrics import candidate_grid, metrics_from_ranked, rank_moments
-from vdi.model import MomentRetriever
+from vdi.metrics import (
+    candidate_grid,
+    derangement_across,
+    grounding_metrics,
+    metrics_from_ranked,
+    rank_moments,
+    sparse_mask,
+    temporal_iou,
+)
+from vdi.model import MomentRetriever, SentenceEmbeddings
 
 VARIANT_TOKENS = {"query": "query_tokens", "static": "static_tokens", "dynamic": "dynamic_tokens"}
+
+
+def video_key(video_id: str) -> int:
+    """A stable int64 for a video id, so per-query video identity survives tensor gathers."""
+    return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 @torch.no_grad()
@@ -36,27 +51,48 @@ def rank_batches(
     variants: tuple[str, ...] = ("query",),
     device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Top-k moments after NMS for every query of every batch, per query variant."""
+    """Top-k moments after NMS for every query of every batch, per query variant.
+
+    Each variant holds ``moments`` [Q, k, 2], ``valid``, ``truth`` [Q, 2], ``video`` (``video_key``)
+    and ``duration`` per query. The ``query`` variant also holds ``cross_moments`` /
+    ``cross_valid`` / ``cross_used``: the same videos retrieved with a sentence of another video
+    of the batch (``vdi.metrics.derangement_across``), for the cross-video grounding gain.
+    """
     was_training = retriever.training
     retriever.eval()
     grid = candidate_grid(retriever.head.mask).to(device)
     k = max(cfg.eval.recall_ks)
-    parts: dict[str, dict[str, list[torch.Tensor]]] = {v: {"moments": [], "valid": [], "truth": []} for v in variants}
+    parts: dict[str, dict[str, list[torch.Tensor]]] = {v: {} for v in variants}
+
+    def keep(variant: str, **tensors: torch.Tensor) -> None:
+        for key, value in tensors.items():
+            parts[variant].setdefault(key, []).append(value.cpu())
+
     for batch in batches:
         batch = batch.to(device)
         maps = retriever.head.video_maps(batch.video_features.float())
+        keys = torch.tensor([video_key(v) for v in batch.video_ids], dtype=torch.long)[batch.sentence_video.cpu()]
+        durations = batch.sentence_durations
         for variant in variants:
             tokens = getattr(batch, VARIANT_TOKENS[variant])
             sentences = retriever.head.sentence_embeddings(retriever.encode_queries(tokens).float())
             scores = retriever.head.score_maps(maps, sentences, batch.sentence_video)
             fused = scores.fused(cfg.eval.contrastive_power).float()
-            ranked = rank_moments(fused, grid, cfg.model.num_clips, batch.sentence_durations, k, cfg.eval.nms_threshold)
-            parts[variant]["moments"].append(ranked.moments.cpu())
-            parts[variant]["valid"].append(ranked.valid.cpu())
-            parts[variant]["truth"].append(batch.moments.cpu())
+            ranked = rank_moments(fused, grid, cfg.model.num_clips, durations, k, cfg.eval.nms_threshold)
+            keep(
+                variant, moments=ranked.moments, valid=ranked.valid, truth=batch.moments, video=keys, duration=durations
+            )
+            if variant == "query":
+                partner, used = derangement_across(batch.sentence_video.cpu())
+                partner = partner.to(device)
+                crossed = SentenceEmbeddings(sentences.contrastive[partner], sentences.iou[partner])
+                cross = retriever.head.score_maps(maps, crossed, batch.sentence_video)
+                cross_fused = cross.fused(cfg.eval.contrastive_power).float()
+                ranked = rank_moments(cross_fused, grid, cfg.model.num_clips, durations, k, cfg.eval.nms_threshold)
+                keep(variant, cross_moments=ranked.moments, cross_valid=ranked.valid, cross_used=used)
     retriever.train(was_training)
     return {
-        variant: {key: torch.cat(values) if values else torch.zeros(0) for key, values in items.items()}
+        variant: {key: torch.cat(values) for key, values in items.items()} if items else {}
         for variant, items in parts.items()
     }
 
@@ -75,10 +111,39 @@ def gather_ranked(ranked: dict[str, dict[str, torch.Tensor]], world_size: int) -
     }
 
 
-def metrics_of(ranked: dict[str, torch.Tensor], cfg: Config) -> dict[str, float]:
-    return metrics_from_ranked(
+def metrics_of(ranked: dict[str, torch.Tensor], cfg: Config, grounding: bool = True) -> dict[str, float]:
+    """R@k and mIoU of one split's ranked moments, then (``grounding``) its ceiling, prior and gains."""
+    if not ranked or ranked["truth"].shape[0] == 0:
+        from vdi.shards import ShardError
+
+        raise ShardError("the split has no queries to evaluate: check its shards (python -m data_prep verify)")
+    results = metrics_from_ranked(
         ranked["moments"], ranked["valid"], ranked["truth"], cfg.eval.recall_ks, cfg.eval.iou_thresholds
     )
+    if grounding:
+        grid = candidate_grid(sparse_mask(cfg.model.num_clips, cfg.model.pooling_counts))
+        results |= grounding_metrics(
+            ranked["moments"],
+            ranked["valid"],
+            ranked["truth"],
+            ranked["video"],
+            ranked["duration"],
+            grid,
+            cfg.model.num_clips,
+            cfg.eval.iou_thresholds,
+            ranked.get("cross_moments"),
+            ranked.get("cross_valid"),
+            ranked.get("cross_used"),
+        )
+    return results
+
+
+def per_query_record(ranked: dict[str, torch.Tensor]) -> dict:
+    """Each query's top-1 IoU (0 when none) in evaluation order, with a fingerprint of that order
+    (video keys and ground truth), so a report pairs two runs' queries only when they match."""
+    iou = temporal_iou(ranked["moments"][:, 0], ranked["truth"]).masked_fill(~ranked["valid"][:, 0], 0.0)
+    order = hashlib.sha256(ranked["video"].numpy().tobytes() + ranked["truth"].double().numpy().tobytes())
+    return {"order": order.hexdigest()[:16], "top1_iou": [round(float(v), 6) for v in iou]}
 
 
 def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -86,13 +151,47 @@ def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{split}/{name}": value for split, metrics in results.items() for name, value in metrics.items()}
 
 
+GROUNDING_PREFIXES = ("ceiling ", "prior ", "gain ", "xgain ")
+COUNT_NAMES = ("queries", "videos", "single-query videos")
+
+
 def print_table(results: dict[str, dict[str, float]], title: str = "") -> str:
-    names = list(next(iter(results.values())).keys())
+    """Print R@k / mIoU per split, then the grounding table (ceiling, prior, gains) where present."""
+    names = [n for n in next(iter(results.values())) if not n.startswith(GROUNDING_PREFIXES) and n not in COUNT_NAMES]
     width = max(len(s) for s in results) + 2
     lines = [title] if title else []
     lines.append(" " * width + "".join(f"{n:>9s}" for n in names))
     for split, metrics in results.items():
-        lines.append(f"{split:<{width}s}" + "".join(f"{metrics[n]:9.2f}" for n in names))
+        lines.append(f"{split:<{width}s}" + "".join(f"{metrics.get(n, float('nan')):9.2f}" for n in names))
+    grounded = {split: metrics for split, metrics in results.items() if "queries" in metrics}
+    if grounded:
+        thresholds = [n.split(" ", 1)[1] for n in next(iter(grounded.values())) if n.startswith("ceiling ")]
+        lines.append(
+            "grounding (percent; ceiling = best query-blind top-1, prior = best constant cell, "
+            "gain = true minus deranged sentences of the same video, xgain = of other videos):"
+        )
+        header = ["R1", "ceiling", "prior", "gain", "xgain"]
+        lines.append(" " * width + f"{'':>8s}" + "".join(f"{h:>9s}" for h in header) + f"{'queries':>9s}{'videos':>8s}")
+        for split, metrics in grounded.items():
+            for threshold in thresholds:
+                cells = [metrics.get(threshold, float("nan"))] + [
+                    metrics.get(f"{prefix}{threshold}", float("nan")) for prefix in GROUNDING_PREFIXES
+                ]
+                lines.append(
+                    f"{split:<{width}s}{threshold:>8s}"
+                    + "".join(f"{value:9.2f}" for value in cells)
+                    + f"{int(metrics['queries']):9d}{int(metrics['videos']):8d}"
+                )
+        for split, metrics in grounded.items():
+            singles = int(metrics.get("single-query videos", 0))
+            if singles:
+                lines.append(f"{split}: {singles} single-query videos are left out of the gains")
+            ceiling = metrics.get("ceiling R1@0.5")
+            if ceiling is not None and metrics.get("R1@0.5", 0.0) <= ceiling:
+                lines.append(
+                    f"warning: {split} R1@0.5 {metrics['R1@0.5']:.2f} does not exceed its query-blind ceiling "
+                    f"{ceiling:.2f}: R@k alone cannot show that this model reads the sentence (see gain)"
+                )
     text = "\n".join(lines)
     print(text)
     return text
@@ -108,15 +207,16 @@ def evaluate_checkpoint(
 ) -> dict[str, dict[str, float]]:
     """Evaluate a saved retriever on shard splits (single process)."""
     from vdi.checkpoint import load_retriever
-    from vdi.data import ShardStream, make_loader
+    from vdi.data import ShardStream, make_loader, split_source
     from vdi.shards import check_compatible, weights_identity
 
     retriever, cfg, _ = load_retriever(checkpoint, device)
     root = Path(shard_root or cfg.data.shard_root)
     results: dict[str, dict[str, float]] = {}
     for split in splits:
+        source = split_source(replace(cfg.data, shard_root=str(root)), split)
         stream = ShardStream(
-            root / split,
+            **source,
             batch_size=batch_size or cfg.eval.batch_size,
             num_pre_clips=cfg.model.num_pre_clips,
             clip_name=cfg.model.clip.name,
@@ -130,13 +230,13 @@ def evaluate_checkpoint(
             weights_identity(cfg.model.clip.pretrained),
             retriever.feature_dim,
             False,
-            str(root / split),
+            str(source["split_dir"]),
         )
         variants = ("query", "static", "dynamic") if probe else ("query",)
         ranked = rank_batches(retriever, make_loader(stream, 0), cfg, variants, device)
         for variant in variants:
             name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
-            results[name] = metrics_of(ranked[variant], cfg)
+            results[name] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
     return results
 
 

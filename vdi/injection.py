@@ -27,7 +27,9 @@ from vdi.losses import (
     contrastive_loss,
     iou_loss,
     loss_weights,
+    spatial_dynamic_diagnostics,
     spatial_dynamic_loss,
+    visual_context_diagnostics,
     visual_context_loss,
 )
 from vdi.metrics import candidate_grid
@@ -213,6 +215,7 @@ class VDIModel(nn.Module):
             batch.moments,
             loss_cfg,
         )
+        diagnostics: dict[str, torch.Tensor] = {}
         moment_frames = self.cfg.injection.frames == "moment"
         frame_valid = None
         if moment_frames and (self.visual_context_on or self.spatial_dynamic_on):
@@ -225,6 +228,7 @@ class VDIModel(nn.Module):
             )
             valid = batch.has_dynamic & (batch.has_static if self.cfg.injection.visual_context == "static" else True)
             terms["visual_context"] = visual_context_loss(predicted, context, valid)
+            diagnostics |= visual_context_diagnostics(predicted, context, valid)
         if self.spatial_dynamic is not None:
             assert dynamic is not None
             if batch.patch_features is None:
@@ -240,11 +244,13 @@ class VDIModel(nn.Module):
                 video_dynamics = self.spatial_dynamic.video_dynamics(batch.video_features, batch.patch_features, None)[
                     batch.sentence_video
                 ]
-            terms["spatial_dynamic"] = spatial_dynamic_loss(
-                video_dynamics, self.spatial_dynamic.project_dynamic(dynamic), batch.has_dynamic
+            query_dynamics = self.spatial_dynamic.project_dynamic(dynamic)
+            terms["spatial_dynamic"] = spatial_dynamic_loss(video_dynamics, query_dynamics, batch.has_dynamic)
+            diagnostics |= spatial_dynamic_diagnostics(
+                video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video
             )
         weights = loss_weights(loss_cfg, epoch, self.visual_context_on, self.spatial_dynamic_on)
-        return LossTerms(terms, weights)
+        return LossTerms(terms, weights, diagnostics)
 
 
 def build_vdi_model(cfg: Config, clip_model: nn.Module | None = None) -> VDIModel:

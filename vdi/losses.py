@@ -116,12 +116,61 @@ def spatial_dynamic_loss(
     return masked_mean((epsilon_video - epsilon_query).pow(2), pair_valid)
 
 
+@torch.no_grad()
+def feature_spread(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean per-dimension standard deviation across the valid rows of [S, D] (0 with < 2 rows):
+    how much a target still varies across samples; near 0, it carries no per-sample signal."""
+    rows = values.float()[valid]
+    if rows.shape[0] < 2:
+        return torch.zeros((), device=values.device)
+    return rows.std(dim=0).mean()
+
+
+@torch.no_grad()
+def visual_context_diagnostics(
+    predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Spread of L^vc's target x~ (the decoder output) and of its prediction, and the loss over
+    the target's variance (1 = no better than predicting the batch mean; a near-zero loss with
+    a near-zero spread is a collapsed target, not an injection)."""
+    rows_target, rows_predicted = target.float()[valid], predicted.float()[valid]
+    variance = rows_target.var(dim=0).mean() if rows_target.shape[0] > 1 else torch.zeros((), device=target.device)
+    loss = (rows_predicted - rows_target).pow(2).mean() if rows_target.shape[0] else torch.zeros_like(variance)
+    return {
+        "vc_target_spread": feature_spread(target, valid),
+        "vc_prediction_spread": feature_spread(predicted, valid),
+        "vc_unexplained": loss / variance.clamp(min=1e-12),
+    }
+
+
+@torch.no_grad()
+def spatial_dynamic_diagnostics(
+    video_dynamics: torch.Tensor, query_dynamics: torch.Tensor, valid: torch.Tensor, sentence_video: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Spread of L^sd's target m~ and the cosines eps^v between samples of *different* videos
+    (mean and std): all near 1 with std near 0 means m~ no longer tells videos apart."""
+    video = F.normalize(video_dynamics.float(), dim=1)
+    epsilon = video @ video.T
+    pairs = valid[:, None] & valid[None, :] & (sentence_video[:, None] != sentence_video[None, :])
+    cosines = epsilon[pairs]
+    zero = torch.zeros((), device=video.device)
+    return {
+        "sd_target_spread": feature_spread(video_dynamics, valid),
+        "sd_query_spread": feature_spread(query_dynamics, valid),
+        "sd_target_cross_video_cos": cosines.mean() if cosines.numel() else zero,
+        "sd_target_cross_video_cos_std": cosines.std() if cosines.numel() > 1 else zero,
+    }
+
+
 @dataclass
 class LossTerms:
-    """Unweighted terms, the weights used and the weighted total (eq. 11)."""
+    """Unweighted terms, the weights used and the weighted total (eq. 11); ``diagnostics`` holds
+    detached measurements of the injection targets (``*_diagnostics``) and, on sampled steps,
+    the gradient norm each term sends into the text tower."""
 
     terms: dict[str, torch.Tensor]
     weights: dict[str, float]
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
     total: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -139,6 +188,9 @@ class LossTerms:
         values = {name: float(value.detach()) for name, value in self.terms.items()}
         values["total"] = float(self.total.detach())
         return values
+
+    def diagnostic_values(self) -> dict[str, float]:
+        return {name: float(value) for name, value in self.diagnostics.items()}
 
 
 def loss_weights(cfg: LossConfig, epoch: int, visual_context_on: bool, spatial_dynamic_on: bool) -> dict[str, float]:

@@ -16,6 +16,22 @@ Conventions (documented because published numbers differ on them):
 * A query that keeps fewer than ``k`` moments after NMS counts the ones it has (MMN's own
   evaluation crashes there).
 * Recalls and mIoU are returned in percent. Names: ``R1@0.5``, ``R5@0.7``, ``mIoU``.
+
+Grounding diagnostics (why R@k alone is not enough: a model that ignores the sentence can still
+score well when a video has few moments):
+
+* ``ceiling R1@t``: the best R1@t of *any* query-blind top-1 predictor, from the annotations
+  alone. Per video, the most of its queries one segment can hit at IoU >= t, summed over videos,
+  over the number of queries. The segments searched are the model's candidate cells and every
+  segment between two annotated boundaries of the video; a model whose top-1 is a grid cell can
+  do no better without reading the sentence.
+* ``prior R1@t``: the best single constant cell (the same relative moment for every query,
+  using neither video nor sentence).
+* ``gain R1@t``: R1@t of the true sentences minus R1@t when each video's sentences are deranged
+  among themselves (the prediction for one sentence is scored against the moment of another
+  sentence of the same video); videos with one query are left out of both terms and counted.
+  ``xgain R1@t`` is the same with sentences taken from another video of the evaluation batch.
+  Both derangements are deterministic cyclic shifts, so the numbers are reproducible.
 """
 
 from __future__ import annotations
@@ -179,16 +195,180 @@ def metrics_from_ranked(
     return results
 
 
+def video_groups(video_index: torch.Tensor) -> list[torch.Tensor]:
+    """Query indices of each video, in first-appearance order of the videos and query order within."""
+    order: dict[int, list[int]] = {}
+    for query, video in enumerate(video_index.tolist()):
+        order.setdefault(int(video), []).append(query)
+    return [torch.tensor(queries, dtype=torch.long) for queries in order.values()]
+
+
+def derangement_within(video_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic derangement of the queries within each video.
+
+    Returns ``(partner, used)``: ``partner[q]`` is another query of q's video (a cyclic shift by
+    one of the video's queries, so no query keeps its own sentence), and ``used[q]`` is False for
+    queries alone in their video (their partner is themselves and they are left out).
+    """
+    partner = torch.arange(video_index.shape[0])
+    used = torch.zeros(video_index.shape[0], dtype=torch.bool)
+    for queries in video_groups(video_index):
+        if queries.numel() > 1:
+            partner[queries] = queries.roll(-1)
+            used[queries] = True
+    return partner, used
+
+
+def derangement_across(video_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each query, a query of the *next* video (cyclic over videos, same position modulo its
+    count): ``(partner, used)``, ``used`` False when there is only one video."""
+    groups = video_groups(video_index)
+    partner = torch.arange(video_index.shape[0])
+    used = torch.zeros(video_index.shape[0], dtype=torch.bool)
+    if len(groups) < 2:
+        return partner, used
+    for number, queries in enumerate(groups):
+        other = groups[(number + 1) % len(groups)]
+        partner[queries] = other[torch.arange(queries.numel()) % other.numel()]
+        used[queries] = True
+    return partner, used
+
+
+def top1_hits(moments: torch.Tensor, valid: torch.Tensor, ground_truth: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[Q] bool: the top-1 moment [Q, k, 2] hits ``ground_truth`` [Q, 2] at IoU >= threshold."""
+    iou = temporal_iou(moments[:, 0], ground_truth).masked_fill(~valid[:, 0], -1.0)
+    return iou >= threshold
+
+
+def query_blind_ceiling(
+    video_index: torch.Tensor,
+    durations: torch.Tensor,
+    ground_truth: torch.Tensor,
+    grid: torch.Tensor,
+    num_clips: int,
+    threshold: float,
+) -> float:
+    """The best R1@threshold (percent) any query-blind top-1 predictor can reach (module docstring)."""
+    if ground_truth.shape[0] == 0:
+        raise ValueError("no queries to evaluate")
+    hit_total = 0
+    for queries in video_groups(video_index):
+        duration = durations[queries[0]]
+        truth = ground_truth[queries].to(torch.float64)
+        cells = grid_moments(grid, duration.expand(grid.shape[0]), num_clips)
+        bounds = torch.unique(truth.flatten())
+        starts, ends = torch.meshgrid(bounds, bounds, indexing="ij")
+        between = torch.stack([starts.flatten(), ends.flatten()], dim=-1)
+        segments = torch.cat([cells, between[between[:, 1] > between[:, 0]]])
+        hits = temporal_iou(segments[:, None, :], truth[None]) >= threshold  # [segments, queries]
+        hit_total += int(hits.sum(dim=1).max())
+    return 100.0 * hit_total / ground_truth.shape[0]
+
+
+def constant_cell_prior(
+    durations: torch.Tensor, ground_truth: torch.Tensor, grid: torch.Tensor, num_clips: int, threshold: float
+) -> tuple[float, tuple[int, int]]:
+    """R1@threshold (percent) of the best single candidate cell predicted for every query, and the cell."""
+    if ground_truth.shape[0] == 0:
+        raise ValueError("no queries to evaluate")
+    moments = grid_moments(grid[:, None, :], durations[None, :].expand(grid.shape[0], -1), num_clips)
+    hits = (temporal_iou(moments, ground_truth[None]) >= threshold).double().mean(dim=1)  # [C]
+    best = int(hits.argmax())
+    return float(hits[best] * 100), (int(grid[best, 0]), int(grid[best, 1]))
+
+
+def grounding_metrics(
+    moments: torch.Tensor,
+    valid: torch.Tensor,
+    ground_truth: torch.Tensor,
+    video_index: torch.Tensor,
+    durations: torch.Tensor,
+    grid: torch.Tensor,
+    num_clips: int,
+    iou_thresholds: Sequence[float],
+    cross_moments: torch.Tensor | None = None,
+    cross_valid: torch.Tensor | None = None,
+    cross_used: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Ceiling, constant prior and grounding gains (percent points) for each threshold.
+
+    ``cross_*``: top-k moments of each query's video retrieved with another video's sentence
+    (see ``derangement_across``) and which queries had one; omitted, no ``xgain`` is reported.
+    Also returns the counts: ``queries``, ``videos``, ``single-query videos``.
+    """
+    partner, used = derangement_within(video_index)
+    groups = video_groups(video_index)
+    results: dict[str, float] = {}
+    for threshold in iou_thresholds:
+        name = f"R1@{threshold:g}"
+        results[f"ceiling {name}"] = query_blind_ceiling(
+            video_index, durations, ground_truth, grid, num_clips, threshold
+        )
+        results[f"prior {name}"] = constant_cell_prior(durations, ground_truth, grid, num_clips, threshold)[0]
+        true_hits = top1_hits(moments, valid, ground_truth, threshold)
+        if used.any():
+            rolled_hits = top1_hits(moments, valid, ground_truth[partner], threshold)
+            gain = true_hits[used].double().mean() - rolled_hits[used].double().mean()
+            results[f"gain {name}"] = float(gain * 100)
+        else:
+            results[f"gain {name}"] = float("nan")
+        if cross_moments is not None and cross_used is not None and cross_used.any():
+            cross_hits = top1_hits(cross_moments, cross_valid, ground_truth, threshold)
+            gain = true_hits[cross_used].double().mean() - cross_hits[cross_used].double().mean()
+            results[f"xgain {name}"] = float(gain * 100)
+    results["queries"] = float(ground_truth.shape[0])
+    results["videos"] = float(len(groups))
+    results["single-query videos"] = float(sum(g.numel() == 1 for g in groups))
+    return results
+
+
+def paired_bootstrap(
+    differences: torch.Tensor, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean paired difference and its bootstrap confidence interval, resampling seeds and queries.
+
+    ``differences`` is [seeds, queries]: per seed (the same seed and data order for both methods)
+    and per query, method minus reference (e.g. top-1 hit at IoU 0.5, in percent). Each resample
+    draws seeds with replacement and, shared by all drawn seeds (the queries are the same ones),
+    queries with replacement; a [seeds, 1] tensor resamples seeds only. Returns (mean, low, high).
+    """
+    if differences.dim() != 2 or differences.numel() == 0:
+        raise ValueError(f"differences must be a non-empty [seeds, queries] tensor, got {list(differences.shape)}")
+    values = differences.to(torch.float64)
+    num_seeds, num_queries = values.shape
+    generator = torch.Generator().manual_seed(seed)
+    seed_draws = torch.randint(num_seeds, (resamples, num_seeds), generator=generator)
+    seed_weights = torch.zeros(resamples, num_seeds, dtype=torch.float64).scatter_add_(
+        1, seed_draws, torch.ones(resamples, num_seeds, dtype=torch.float64)
+    )
+    query_draws = torch.randint(num_queries, (resamples, num_queries), generator=generator)
+    query_weights = torch.zeros(resamples, num_queries, dtype=torch.float64).scatter_add_(
+        1, query_draws, torch.ones(resamples, num_queries, dtype=torch.float64)
+    )
+    statistics = ((seed_weights @ values) * query_weights).sum(dim=1) / (num_seeds * num_queries)
+    tail = (1 - confidence) / 2
+    low, high = torch.quantile(statistics, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return float(values.mean()), float(low), float(high)
+
+
 __all__ = [
     "RankedMoments",
     "candidate_grid",
+    "constant_cell_prior",
+    "derangement_across",
+    "derangement_within",
     "grid_moments",
     "grid_pair_iou",
+    "grounding_metrics",
     "metric_names",
     "metrics_from_ranked",
     "nms_top_k",
+    "paired_bootstrap",
+    "query_blind_ceiling",
     "rank_moments",
     "retrieval_metrics",
     "sparse_mask",
     "temporal_iou",
+    "top1_hits",
+    "video_groups",
 ]

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
-from vdi.data import LoaderState, ShardStream, make_loader
+from vdi.data import LoaderState, ShardStream, make_loader, split_source
 
 EvalCallback = Callable[[int, dict], None]
 
@@ -90,7 +90,7 @@ def _streams(cfg: Config, rank: int, world: int, needs_patches: bool, feature_di
         skip_corrupt=cfg.data.skip_corrupt,
     )
     train_stream = ShardStream(
-        root / cfg.data.train_split,
+        **split_source(cfg.data, cfg.data.train_split),
         batch_size=cfg.optim.batch_size // world,
         training=True,
         shuffle_buffer=cfg.data.shuffle_buffer,
@@ -101,14 +101,25 @@ def _streams(cfg: Config, rank: int, world: int, needs_patches: bool, feature_di
     eval_streams = {}
     splits = list(dict.fromkeys([*cfg.data.eval_splits, *([cfg.data.probe_split] if cfg.data.probe_split else [])]))
     for split in splits:
-        stream = ShardStream(root / split, batch_size=cfg.eval.batch_size, training=False, load_patches=False, **common)
-        check_compatible(stream.manifest, cfg.model.clip.name, weights, feature_dim, False, str(root / split))
+        source = split_source(cfg.data, split)
+        stream = ShardStream(**source, batch_size=cfg.eval.batch_size, training=False, load_patches=False, **common)
+        check_compatible(stream.manifest, cfg.model.clip.name, weights, feature_dim, False, str(source["split_dir"]))
         eval_streams[split] = stream
     return train_stream, eval_streams
 
 
-def _evaluate(retriever, streams: dict[str, ShardStream], splits: list[str], cfg: Config, ctx, variants=("query",)):
-    from vdi.evaluate import gather_ranked, metrics_of, rank_batches
+def _evaluate(
+    retriever,
+    streams: dict[str, ShardStream],
+    splits: list[str],
+    cfg: Config,
+    ctx,
+    variants=("query",),
+    per_query: dict | None = None,
+):
+    """Metrics per split (rank 0); ``per_query`` (a dict) also receives each split's per-query
+    top-1 IoU in evaluation order, for paired bootstraps across runs."""
+    from vdi.evaluate import gather_ranked, metrics_of, per_query_record, rank_batches
 
     results: dict[str, dict[str, float]] = {}
     for split in splits:
@@ -119,7 +130,9 @@ def _evaluate(retriever, streams: dict[str, ShardStream], splits: list[str], cfg
         if ctx.is_main:
             for variant in variants:
                 name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
-                results[name] = metrics_of(ranked[variant], cfg)
+                results[name] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
+            if per_query is not None:
+                per_query[split] = per_query_record(ranked["query"])
     return results
 
 
@@ -152,6 +165,16 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
     train_stream, eval_streams = _streams(
         cfg, ctx.rank, ctx.world_size, model.needs_patches, model.retriever.feature_dim
     )
+    if ctx.is_main:
+        print(
+            f"data: train {train_stream.num_videos} videos; "
+            + ", ".join(f"{split} {stream.num_videos} videos" for split, stream in eval_streams.items())
+        )
+        if cfg.eval.select_split != cfg.data.val_split:
+            print(
+                f"warning: checkpoints are selected on '{cfg.eval.select_split}', not on a validation split: its "
+                "numbers are optimistic; set data.val_fraction (and eval.select_split=val) to select on held-out videos"
+            )
     engine = TrainingEngine(model, cfg, ctx)
     state = TrainState(world_size=ctx.world_size)
     checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else None
@@ -199,9 +222,16 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
             window_start, window_videos, window_queries = time.perf_counter(), 0, 0
             batches_done = start_batch
             truncated = 0  # queries cut at the text tower's context length this epoch
+            epoch_diagnostics: dict[str, list[float]] = {}  # injection diagnostics of every step
             for batch in make_loader(train_stream, cfg.data.num_workers):
                 truncated += batch.truncated
-                terms = engine.train_step(batch, epoch)
+                probe_gradients = bool(every := cfg.track.diagnostics_every_steps) and (
+                    (state.global_step + 1) % every == 0
+                )
+                terms = engine.train_step(batch, epoch, probe_gradients=probe_gradients)
+                if ctx.is_main:
+                    for name, value in terms.diagnostic_values().items():
+                        epoch_diagnostics.setdefault(name, []).append(value)
                 batches_done += 1
                 state.global_step += 1
                 state.loader = LoaderState(epoch, batches_done)
@@ -213,6 +243,7 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                 if ctx.is_main and state.global_step % cfg.track.log_every_steps == 0:
                     elapsed = time.perf_counter() - window_start
                     values = {f"loss/{k}": v for k, v in terms.detached().items()}
+                    values |= {f"inject/{k}": v for k, v in terms.diagnostic_values().items()}
                     values |= {"lr/head": head_lr, "lr/text": text_lr}
                     values |= {
                         "speed/videos_per_s": window_videos / elapsed,
@@ -280,7 +311,10 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                 run_dir, state, engine.module.state_dict(), engine.optimizer_state(), ctx.rank, ctx.world_size
             )
             if ctx.is_main:
-                tracker.log_metrics(flat | {"epoch": epoch, "data/truncated_queries": truncated}, state.global_step)
+                epoch_means = {f"epoch/inject/{k}": sum(v) / len(v) for k, v in epoch_diagnostics.items() if v}
+                tracker.log_metrics(
+                    flat | epoch_means | {"epoch": epoch, "data/truncated_queries": truncated}, state.global_step
+                )
                 if truncated:
                     print(f"epoch {epoch}: {truncated} queries were longer than the text context and were truncated")
                 tracker.flush()
@@ -348,9 +382,10 @@ def _finish(
     if status != "finished":
         return result | {"signal": stop_signal}
     best_path = run_dir / "best" / "model.pt"
-    probe = {}
+    probe, per_query = {}, {}
     if best_path.exists():
         engine.module.retriever.load_state_dict(load_inference_checkpoint(best_path)["retriever"])
+        _evaluate(engine.module.retriever, eval_streams, list(cfg.data.eval_splits), cfg, ctx, per_query=per_query)
         if cfg.data.probe_split:
             probe = _evaluate(
                 engine.module.retriever, eval_streams, [cfg.data.probe_split], cfg, ctx, ("query", "static", "dynamic")
@@ -361,7 +396,13 @@ def _finish(
         if "/" in key:
             split, metric = key.split("/", 1)
             results.setdefault(split, {})[metric] = value
-    result |= {"best": best, "results": results, "probe": probe, "seconds": time.perf_counter() - started}
+    result |= {
+        "best": best,
+        "results": results,
+        "probe": probe,
+        "per_query": per_query,
+        "seconds": time.perf_counter() - started,
+    }
     if ctx.is_main:
         (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
         tracker.log_artifact(run_dir / "eval.json")

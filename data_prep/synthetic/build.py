@@ -2,7 +2,7 @@
 
 Stages (each cached: a second run with the same settings is instant; ``--force`` redoes all):
 
-1. ``videos``: render the train / IID test / novel-word OOD videos (H.264 via PyAV) and write
+1. ``videos``: render the train / IID val / IID test / novel-word OOD videos (H.264 via PyAV) and write
    their annotations in the Charades-STA text format plus a duration table;
 2. ``clip``: pre-train the tiny CLIP on static captions (``pretrain.py``) and report its
    zero-shot colour and shape accuracy;
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-SPLITS = ("train", "test", "ood")
+SPLITS = ("train", "val", "test", "ood")
 DEFAULT_OUT = "data/synthetic"
 
 
@@ -64,6 +64,22 @@ def _render_one(task: tuple) -> tuple[str, str, float, list]:
     return split, spec.video_id, spec.duration, video_queries(spec)
 
 
+def world_specs(counts: dict[str, int], seed: int, ood_colours: list[str]) -> dict[str, list]:
+    """Every split's video specifications, as ``build_videos`` renders them (no rendering)."""
+    from data_prep.synthetic.world import COLOURS, sample_video
+
+    train_colours = [c for c in COLOURS if c not in ood_colours]
+    specs: dict[str, list] = {}
+    for split in SPLITS:
+        ood = split == "ood"
+        colours = list(COLOURS) if ood else train_colours
+        specs[split] = [
+            sample_video(seed, index, colours, prefix=split, acting_colours=ood_colours if ood else None)
+            for index in range(counts.get(split, 0))
+        ]
+    return specs
+
+
 def build_videos(out: Path, counts: dict[str, int], seed: int, ood_colours: list[str], workers: int) -> dict:
     from data_prep.synthetic.world import COLOURS
 
@@ -94,7 +110,12 @@ def build_videos(out: Path, counts: dict[str, int], seed: int, ood_colours: list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--videos", type=int, default=1000, help="total videos (70%% train, 15%% test, 15%% ood)")
+    parser.add_argument(
+        "--videos",
+        type=int,
+        default=1000,
+        help="videos of train + test + ood (70%%, 15%%, 15%%); val adds as many as test",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ood-colours", default="purple,orange")
     parser.add_argument("--pretrain-steps", type=int, default=300, help="contrastive steps")
@@ -145,7 +166,10 @@ def build(
         for marker in (out / ".stages").glob("*.json"):
             marker.unlink()
     test = max(1, round(total_videos * 0.15))
-    counts = {"train": total_videos - 2 * test, "test": test, "ood": test}
+    # val: IID videos disjoint from train, sized like test, for checkpoint selection and early
+    # stopping (test and ood are only reported); rendered from its own seed stream, so adding it
+    # left the train/test/ood videos unchanged
+    counts = {"train": total_videos - 2 * test, "val": test, "test": test, "ood": test}
     timings: dict[str, float] = {}
     say = print if verbose else (lambda *a, **k: None)
 

@@ -222,15 +222,24 @@ def describe(spec: VideoSpec, obj: int, rng: np.random.Generator) -> str:
     return f"{article} {target.words(rng, with_size)}"
 
 
-def event_query(spec: VideoSpec, event: Event, rng: np.random.Generator) -> str:
+def event_query_parts(spec: VideoSpec, event: Event, rng: np.random.Generator) -> tuple[str, str, str]:
+    """(sentence, object phrase, action phrase) of one event: the generator knows the split the
+    paper's rule should find (object phrase in Q^s, action phrase in Q^d), so it can be audited."""
     phrases = ACTION_PHRASES[event.action]
     template = QUERY_TEMPLATES[int(rng.integers(len(QUERY_TEMPLATES)))]
-    text = template.format(
-        object=describe(spec, event.obj, rng),
-        action=phrases[int(rng.integers(len(phrases)))],
-        scene=spec.scene,
-    )
-    return text
+    obj = describe(spec, event.obj, rng)
+    action = phrases[int(rng.integers(len(phrases)))]
+    return template.format(object=obj, action=action, scene=spec.scene), obj, action
+
+
+def event_query(spec: VideoSpec, event: Event, rng: np.random.Generator) -> str:
+    return event_query_parts(spec, event, rng)[0]
+
+
+def video_query_parts(spec: VideoSpec) -> list[tuple[str, str, str]]:
+    """(sentence, object phrase, action phrase) of each event, the same sentences as ``video_queries``."""
+    rng = np.random.default_rng([spec.seed, 7919, zlib.crc32(spec.video_id.encode())])
+    return [event_query_parts(spec, event, rng) for event in spec.events]
 
 
 def video_queries(spec: VideoSpec) -> list[tuple[float, float, str]]:
@@ -464,6 +473,7 @@ __all__ = [
     "background",
     "draw",
     "event_query",
+    "event_query_parts",
     "object_states",
     "position_cell",
     "render_frames",
@@ -471,5 +481,6 @@ __all__ = [
     "shape_mask",
     "static_caption",
     "video_queries",
+    "video_query_parts",
     "write_video",
 ]
