@@ -74,6 +74,26 @@ def time_steps(model, batch, steps: int) -> list[float]:
     return times
 
 
+def time_gradient_probe(model, batch, repeats: int) -> tuple[float, float]:
+    """Median seconds of a training step without and with the text-tower gradient probe."""
+    from vdi.injection import text_gradient_norms
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    plain, probed = [], []
+    for index in range(2 * repeats + 1):
+        probe = index % 2 == 1
+        start = time.perf_counter()
+        terms = model(batch)
+        if probe:
+            text_gradient_norms(model, terms)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        if index > 0:
+            (probed if probe else plain).append(time.perf_counter() - start)
+    return statistics.median(plain), statistics.median(probed)
+
+
 def bench_training_step(steps: int) -> None:
     parser = QueryParser()
     base = ["model.clip.pretrained=null"]
@@ -104,6 +124,13 @@ def bench_training_step(steps: int) -> None:
         print(f"  {name:8s} {medians[name]:6.2f} s/step (median of {len(values)}; {parameters:.1f}M parameters)")
     ratio = medians["vdi"] / medians["baseline"]
     print(f"  ratio VDI / baseline = {ratio:.2f}  (target <= 1.30; reference, not rerun: MMN's code 8.1 s/step)")
+    plain, probed = time_gradient_probe(models["vdi"], batch, max(2, steps // 2))
+    every = configs["vdi"].track.diagnostics_every_steps
+    overhead = (probed - plain) / plain
+    print(
+        f"  injection diagnostics: a probed step {probed:.2f} s vs {plain:.2f} s (+{overhead:.0%}); sampled every "
+        f"{every} steps (track.diagnostics_every_steps) that is +{overhead / every:.1%} of training (target <= 5%)"
+    )
 
 
 def bench_parsing() -> None:

@@ -76,6 +76,11 @@ def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
     assert set(result["probe"]) == {"test", "test [Q^s]", "test [Q^d]"}
     assert (run_dir / "best" / "model.pt").exists() and (run_dir / "loss_curve.png").exists()
     assert "mlflow ui --backend-store-uri sqlite:///" in output
+    # grounding diagnostics beside R@k: ceiling, prior and gains, per-query results for the report
+    test = result["results"]["test"]
+    assert {"ceiling R1@0.5", "prior R1@0.5", "gain R1@0.5", "xgain R1@0.5"} <= set(test)
+    assert test["queries"] == len(result["per_query"]["test"]["top1_iou"]) and test["videos"] == 8
+    assert "grounding (percent" in output and "warning: checkpoints are selected on 'test'" in output
     payload = torch.load(run_dir / "best" / "model.pt", weights_only=True)
     assert payload["format"] == "vdi-retriever" and payload["epoch"] == result["best_epoch"]
     import mlflow
@@ -86,6 +91,9 @@ def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
     assert runs[0].data.params["model.num_clips"] == "4"
     assert "test/R1_iou0.5" in runs[0].data.metrics and "loss/total" in runs[0].data.metrics
     assert "probe/test_Qd/R1_iou0.5" in runs[0].data.metrics
+    logged = runs[0].data.metrics
+    assert {"test/gain_R1_iou0.5", "test/ceiling_R1_iou0.5", "inject/vc_target_spread"} <= set(logged)
+    assert "epoch/inject/grad_text_from_visual_context" in logged and "inject/sd_target_cross_video_cos" in logged
     history = client.get_metric_history(runs[0].info.run_id, "test/R1_iou0.5")
     assert len(history) == 3
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
@@ -113,6 +121,19 @@ def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
     metrics = json.loads((tmp_path / "e.json").read_text())
     assert metrics["test"] == pytest.approx(result["results"]["test"])
     assert metrics["test [Q^d]"] == pytest.approx(result["probe"]["test [Q^d]"])
+
+
+@pytest.mark.integration
+def test_validation_hold_out_selects_the_checkpoint(shard_root, tmp_path):
+    """data.val_fraction holds out seeded training videos as 'val'; selection runs on it."""
+    args = overrides(shard_root, tmp_path, "held", "optim.max_epochs=1", "data.val_fraction=0.25")
+    args += ["data.eval_splits=[val,test]", "eval.select_split=val", "track.enabled=false"]
+    code, output = run_train(args)
+    assert code == 0, output[-3000:]
+    assert "data: train 90 videos; val 30 videos, test 8 videos" in output
+    assert "not on a validation split" not in output
+    result = json.loads((tmp_path / "held" / "eval.json").read_text())
+    assert result["results"]["val"]["videos"] == 30 and "val/R1@0.5" in result["best"]
 
 
 @pytest.mark.integration

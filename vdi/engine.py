@@ -25,6 +25,7 @@ from torch import nn
 
 from vdi.batch import Batch
 from vdi.config import Config
+from vdi.injection import text_gradient_norms
 from vdi.losses import LossTerms
 
 
@@ -157,29 +158,10 @@ class TrainingEngine:
         batch = batch.to(self.ctx.device, self.dtype if self.dtype != torch.float32 else None)
         terms = self.engine(batch, epoch=epoch, freeze_text=self.freeze_text)
         if probe_gradients and not self.freeze_text:
-            terms.diagnostics |= self._text_gradient_norms(terms)
+            terms.diagnostics |= text_gradient_norms(self.engine.module, terms)
         self.engine.backward(terms.total)
         self.engine.step()
         return terms
-
-    def _text_gradient_norms(self, terms: LossTerms) -> dict[str, torch.Tensor]:
-        text = [p for p in self.engine.module.retriever.text_encoder.parameters() if p.requires_grad]
-        groups = {
-            "retrieval": ("iou", "contrastive_video", "contrastive_sentence"),
-            "visual_context": ("visual_context",),
-            "spatial_dynamic": ("spatial_dynamic",),
-        }
-        norms = {}
-        for name, members in groups.items():
-            weighted = [
-                terms.terms[m] * terms.weights[m] for m in members if terms.weights.get(m, 0.0) and m in terms.terms
-            ]
-            if not weighted or not text:
-                continue
-            grads = torch.autograd.grad(sum(weighted), text, retain_graph=True, allow_unused=True)
-            squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
-            norms[f"grad_text_from_{name}"] = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
-        return norms
 
     def sync_buffers(self) -> None:
         """Average BatchNorm running statistics over ranks (they are buffers, not all-reduced)."""

@@ -253,6 +253,29 @@ class VDIModel(nn.Module):
         return LossTerms(terms, weights, diagnostics)
 
 
+def text_gradient_norms(model: VDIModel, terms: LossTerms) -> dict[str, torch.Tensor]:
+    """Norm of the gradient each weighted loss group (retrieval, L^vc, L^sd) sends into the text
+    tower, by extra backward passes that keep the graph and leave ``.grad`` untouched (the
+    optimiser step is unchanged); costs about one backward per group, so run it on sampled steps."""
+    text = [p for p in model.retriever.text_encoder.parameters() if p.requires_grad]
+    groups = {
+        "retrieval": ("iou", "contrastive_video", "contrastive_sentence"),
+        "visual_context": ("visual_context",),
+        "spatial_dynamic": ("spatial_dynamic",),
+    }
+    norms = {}
+    for name, members in groups.items():
+        weighted = [
+            terms.terms[m] * terms.weights[m] for m in members if terms.weights.get(m, 0.0) and m in terms.terms
+        ]
+        if not weighted or not text or not any(w.requires_grad for w in weighted):
+            continue
+        grads = torch.autograd.grad(sum(weighted), text, retain_graph=True, allow_unused=True)
+        squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+        norms[f"grad_text_from_{name}"] = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
+    return norms
+
+
 def build_vdi_model(cfg: Config, clip_model: nn.Module | None = None) -> VDIModel:
     from vdi.encoders import TextEncoder, create_clip, patch_count
 
@@ -263,6 +286,7 @@ def build_vdi_model(cfg: Config, clip_model: nn.Module | None = None) -> VDIMode
 
 
 __all__ = [
+    "text_gradient_norms",
     "SpatialDynamicInjection",
     "VDIModel",
     "VisualContextInjection",
