@@ -286,10 +286,10 @@ def build_vdi_model(cfg: Config, clip_model: nn.Module | None = None) -> VDIMode
 
 
 __all__ = [
-    "text_gradient_norms",
     "SpatialDynamicInjection",
     "VDIModel",
     "VisualContextInjection",
     "build_vdi_model",
     "moment_frame_mask",
+    "text_gradient_norms",
 ]
