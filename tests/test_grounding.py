@@ -193,3 +193,38 @@ def test_ceiling_on_the_real_charades_sta_test_annotations(annotations_dir):
     assert ceilings[1] > floor + 5
     prior, _ = constant_cell_prior(durations, truth, grid, 16, 0.5)
     assert 0 < prior < ceilings[1]
+
+
+def test_gradient_probe_leaves_training_bitwise_unchanged():
+    """The sampled text-tower gradient probe measures without touching the optimiser's step."""
+    from vdi.batch import collate
+    from vdi.config import load_config
+    from vdi.encoders import Tokenizer
+    from vdi.injection import build_vdi_model, text_gradient_norms
+
+    cfg = load_config("tiny")
+    batch = collate(planted_samples(4, seed=3), Tokenizer(cfg.model.clip.name), cfg.model.num_pre_clips)
+
+    def train(probe: bool) -> tuple[dict, list[dict]]:
+        torch.manual_seed(0)
+        model = build_vdi_model(cfg)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        norms = []
+        for _ in range(3):
+            terms = model(batch)
+            if probe:
+                norms.append(text_gradient_norms(model, terms))
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+        return model.state_dict(), norms
+
+    plain, _ = train(False)
+    probed, norms = train(True)
+    assert all(torch.equal(plain[key], probed[key]) for key in plain)
+    assert set(norms[0]) == {
+        "grad_text_from_retrieval",
+        "grad_text_from_visual_context",
+        "grad_text_from_spatial_dynamic",
+    }
+    assert all(float(value) > 0 for value in norms[0].values())

@@ -318,7 +318,8 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                 if truncated:
                     print(f"epoch {epoch}: {truncated} queries were longer than the text context and were truncated")
                 tracker.flush()
-                summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if k.endswith(("R1@0.5", "R1@0.7", "mIoU")))
+                shown = ("/R1@0.5", "/R1@0.7", "/mIoU", "/gain R1@0.5")
+                summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if k.endswith(shown))
                 print(f"epoch {epoch}: {summary}")
                 if on_eval is not None:
                     on_eval(epoch, flat)
