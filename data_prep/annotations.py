@@ -32,6 +32,7 @@ with their own summary line.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -88,6 +89,12 @@ def clean_moment(
         report.fixed["spaces stripped"] += 1
     if not stripped:
         report.dropped["empty sentence"] += 1
+        return None
+    if not (math.isfinite(start) and math.isfinite(end)):
+        report.dropped["non-finite start/end"] += 1
+        return None
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        report.dropped["non-finite or non-positive duration"] += 1
         return None
     if start > end:
         start, end = end, start

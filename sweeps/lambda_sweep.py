@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import sys
 import time
@@ -299,6 +300,11 @@ SLURM_ACTIVE_STATES = {
 }  # fmt: skip
 
 
+def shell_words(arguments: list[str]) -> str:
+    """Arguments as one shell-safe string for the generated sbatch script (quotes, $, ; inert)."""
+    return " ".join(shlex.quote(a) for a in arguments)
+
+
 def submit_slurm(args, argv: list[str]) -> int:
     import shutil
     import subprocess
@@ -351,7 +357,7 @@ def submit_slurm(args, argv: list[str]) -> int:
             python=sys.executable,
             script=Path(__file__).resolve(),
             ray_temp=Path(args.ray_temp).resolve(),
-            driver_args=" ".join(f"'{a}'" for a in cleaned),
+            driver_args=shell_words(cleaned),
         )
     )
     submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)

@@ -114,3 +114,18 @@ def test_download_verifies_checksums_offline(tmp_path, monkeypatch):
     with pytest.raises(ChecksumMismatch, match="does not match"):
         download("charades_sta", tmp_path, fetch=fake_fetch)
     assert not paths[0].exists()  # a bad download is never left behind
+
+
+def test_non_finite_values_are_dropped_and_counted(tmp_path):
+    from data_prep.annotations import read_charades_sta, read_jsonl
+
+    (tmp_path / "a.txt").write_text("v1 nan 3.0##a person opens a door\nv1 1.0 3.0##a person sits\nv2 1 inf##x y\n")
+    read = read_charades_sta(tmp_path / "a.txt", verbose=False)
+    assert read.report.kept == 1 and read.report.dropped["non-finite start/end"] == 2
+    (tmp_path / "b.jsonl").write_text(
+        '{"video": "v1", "duration": NaN, "moments": [{"start": 1, "end": 2, "sentence": "a b"}]}\n'
+        '{"video": "v2", "duration": 5, "moments": [{"start": 1, "end": 2, "sentence": "a b"}]}\n'
+    )
+    read = read_jsonl(tmp_path / "b.jsonl", verbose=False)
+    assert [r.video_id for r in read.records] == ["v2"]
+    assert read.report.dropped["non-finite or non-positive duration"] == 1

@@ -108,3 +108,22 @@ def test_off_is_accepted_for_none():
     # YAML 1.1 reads `off` as false; both spellings switch the module off
     cfg = load_config("tiny", ["injection.visual_context=off", "injection.spatial_dynamic=none"])
     assert (cfg.injection.visual_context, cfg.injection.spatial_dynamic) == ("none", "none")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("eval.nms_threshold=2.0", "eval.nms_threshold"),
+        ("eval.nms_threshold=0", "eval.nms_threshold"),
+        ("model.num_clips=0", "model.num_clips"),
+        ("optim.max_epochs=0", "optim.max_epochs"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("eval.iou_thresholds=[0.5,1.5]", "eval.iou_thresholds"),
+        ("eval.recall_ks=[0]", "eval.recall_ks"),
+        ("track.log_every_steps=0", "track.log_every_steps"),
+        ("data.val_fraction=1.0", "data.val_fraction"),
+    ],
+)
+def test_out_of_range_values_fail_at_load_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("synthetic", [override])

@@ -248,3 +248,15 @@ def test_best_value_is_the_best_epoch_not_the_last_report():
     assert best_value(Result(), "ood/R1@0.5", "min") == 28.0
     Result.metrics_dataframe = None
     assert best_value(Result(), "ood/R1@0.5", "max") == 38.1
+
+
+def test_sbatch_driver_arguments_are_shell_quoted():
+    """Hostile sweep arguments reach the driver unchanged and run nothing (the sbatch script)."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import shell_words
+
+    hostile = ["--name", "it's; touch PWNED", "optim.lr=$(id)", 'a"b`c`', "--rows", "L^vc + L^sd"]
+    echoed = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {shell_words(hostile)}"], capture_output=True, text=True, check=True
+    )
+    assert echoed.stdout.splitlines() == hostile

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +307,46 @@ def _merge(schema: DictConfig, data: Any, source: str) -> DictConfig:
 _SWITCHED_OFF = {"off", "false", "disabled"}
 
 
+# (dotted key, lowest, highest, lowest allowed itself): values outside fail at load, naming the key
+_RANGES: list[tuple[str, float, float, bool]] = [
+    ("model.num_pre_clips", 1, math.inf, True),
+    ("model.num_clips", 1, math.inf, True),
+    ("model.kernel_size", 1, math.inf, True),
+    ("model.num_conv_layers", 1, math.inf, True),
+    ("model.hidden_size", 1, math.inf, True),
+    ("model.joint_size", 1, math.inf, True),
+    ("optim.lr", 0, math.inf, False),
+    ("optim.text_lr_ratio", 0, math.inf, True),
+    ("optim.weight_decay", 0, math.inf, True),
+    ("optim.gamma", 0, 1, False),
+    ("optim.max_epochs", 1, math.inf, True),
+    ("optim.grad_clip", 0, math.inf, False),
+    ("optim.freeze_text_epochs", 0, math.inf, True),
+    ("eval.nms_threshold", 0, 1, False),
+    ("eval.contrastive_power", 0, math.inf, False),
+    ("eval.patience", 0, math.inf, True),
+    ("data.shuffle_buffer", 1, math.inf, True),
+    ("data.num_workers", 0, math.inf, True),
+    ("track.log_every_steps", 1, math.inf, True),
+    ("track.diagnostics_every_steps", 0, math.inf, True),
+]
+
+
+def _check_ranges(cfg: Config) -> None:
+    for dotted, low, high, low_allowed in _RANGES:
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        too_low = value < low if low_allowed else value <= low
+        if too_low or value > high or (isinstance(value, float) and math.isnan(value)):
+            bound = f"{'>=' if low_allowed else '>'} {low:g}" + (f" and <= {high:g}" if high != math.inf else "")
+            raise ConfigError(f"config key '{dotted}' is {value}; it must be {bound}")
+    thresholds, ks = cfg.eval.iou_thresholds, cfg.eval.recall_ks
+    if not thresholds or any(not 0 < t <= 1 for t in thresholds):
+        raise ConfigError(f"config key 'eval.iou_thresholds' is {list(thresholds)}; each value must lie in (0, 1]")
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"config key 'eval.recall_ks' is {list(ks)}; each value must be >= 1")
+
+
 def _validate(cfg: Config) -> None:
     for name in ("visual_context", "spatial_dynamic"):
         if str(getattr(cfg.injection, name)).lower() in _SWITCHED_OFF:
@@ -315,6 +356,7 @@ def _validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"config key '{dotted}' is '{value}'; choose one of {', '.join(choices)}")
+    _check_ranges(cfg)
     model = cfg.model
     if model.num_pre_clips % model.num_clips != 0:
         raise ConfigError(
