@@ -133,6 +133,9 @@ def test_ablation_grid_one_seed_and_table(sweep_shards, tmp_path):
     for row in ("Baseline", "L^vc w/o Q", "L^vc w/ Q", "L^vc w/ Q^s", "L^sd w/ LSTM", "L^sd w/ Trans", "L^vc + L^sd"):
         assert f"| {row} | 1 |" in table
     assert "| Method | Q | Q^s | Q^d | Q - Q^s |" in table  # the dynamics probe of every row
+    # paired differences to the baseline, resampling seeds and the queries of each run's eval.json
+    assert "Δ R1@0.5 vs Baseline [95% CI]" in table and "resamples of seeds and queries" in table
+    assert "| Baseline | 1 |" in table and "(reference)" in table
     assert (tmp_path / "report" / "ablation_rows.png").exists() and (
         tmp_path / "report" / "dynamics_probe.png"
     ).exists()
