@@ -118,7 +118,12 @@ def test_cli_table_json_and_errors(checkpoint, tmp_path):
     result = run_cli("--checkpoint", str(checkpoint), str(tmp_path / "v.mp4"), "a man jumps", "--json", "--top-k", "2")
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout.splitlines()[0])
-    assert line["query"] == "a man jumps" and len(line["moments"]) <= 2
+    assert line["query"] == "a man jumps" and len(line["moments"]) <= 2 and line["truncated"] is False
+    long = " ".join(["a man jumps over the red box"] * 300)  # 2,100 words: far past 77 tokens
+    cut = run_cli("--checkpoint", str(checkpoint), str(tmp_path / "v.mp4"), long, "a man jumps", "--json")
+    assert cut.returncode == 0, cut.stderr
+    assert [json.loads(x)["truncated"] for x in cut.stdout.splitlines()] == [True, False]
+    assert "sentence 1 is longer than the text tower's context and was truncated" in cut.stderr
     queries = tmp_path / "q.txt"
     queries.write_text("a man jumps\nthe woman sits\n")
     table = run_cli("--checkpoint", str(checkpoint), str(tmp_path / "v.mp4"), "--queries", str(queries))

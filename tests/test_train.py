@@ -120,6 +120,16 @@ def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((tmp_path / "e.json").read_text())
     assert metrics["test"] == pytest.approx(result["results"]["test"])
+    # a mistyped second split or a missing --json folder is refused before any split is evaluated
+    for extra in (["--split", "test", "tset"], ["--split", "test", "--json", str(tmp_path / "missing" / "e.json")]):
+        refused = subprocess.run(
+            [sys.executable, "-m", "vdi.evaluate", "--checkpoint", str(run_dir / "best" / "model.pt"), *extra],
+            capture_output=True,
+            text=True,
+            cwd=PROJECT,
+            timeout=300,
+        )
+        assert refused.returncode == 2 and refused.stderr.startswith("error: ") and not refused.stdout.strip()
     assert metrics["test [Q^d]"] == pytest.approx(result["probe"]["test [Q^d]"])
 
 

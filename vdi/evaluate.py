@@ -213,7 +213,8 @@ def evaluate_checkpoint(
     retriever, cfg, _ = load_retriever(checkpoint, device)
     root = Path(shard_root or cfg.data.shard_root)
     results: dict[str, dict[str, float]] = {}
-    for split in splits:
+    streams = {}
+    for split in splits:  # every split is opened and checked before any is evaluated
         source = split_source(replace(cfg.data, shard_root=str(root)), split)
         stream = ShardStream(
             **source,
@@ -232,7 +233,9 @@ def evaluate_checkpoint(
             False,
             str(source["split_dir"]),
         )
-        variants = ("query", "static", "dynamic") if probe else ("query",)
+        streams[split] = stream
+    variants = ("query", "static", "dynamic") if probe else ("query",)
+    for split, stream in streams.items():
         ranked = rank_batches(retriever, make_loader(stream, 0), cfg, variants, device)
         for variant in variants:
             name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
@@ -251,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from vdi.errors import user_errors
 
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"error: --json {args.json}: folder {Path(args.json).resolve().parent} does not exist", file=sys.stderr)
+        return 2
     try:
         results = evaluate_checkpoint(args.checkpoint, args.split, args.shard_root, args.probe, device=args.device)
     except user_errors() as error:

@@ -159,6 +159,10 @@ class Predictor:
         return [(float(s), float(min(s + self.window, duration))) for s in starts]
 
     # -- text side -----------------------------------------------------------------------------
+    def truncated(self, queries: list[str]) -> list[bool]:
+        """Which sentences are longer than the text tower's context and are cut (as in training)."""
+        return [self.tokenizer([text]).truncated > 0 for text in normalize_queries(queries)]
+
     @torch.no_grad()
     def predict(self, video: EncodedVideo | str | Path, queries: list[str], top_k: int = 5) -> list[list[Moment]]:
         if top_k < 1:
@@ -227,12 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained, args.precision)
         video = predictor.encode_video(args.video)
         results = predictor.predict(video, sentences, args.top_k)
+        cut = predictor.truncated(sentences)
     except user_errors() as error:  # one line, the kind of problem and its fix; no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for position, was_cut in enumerate(cut):
+        if was_cut:
+            print(
+                f"warning: sentence {position + 1} is longer than the text tower's context and was truncated",
+                file=sys.stderr,
+            )
     if args.json:
-        for sentence, moments in zip(sentences, results):
-            print(json.dumps({"query": sentence, "moments": [m.__dict__ for m in moments]}))
+        for sentence, moments, was_cut in zip(sentences, results, cut):
+            print(json.dumps({"query": sentence, "truncated": was_cut, "moments": [m.__dict__ for m in moments]}))
         return 0
     print(f"{args.video}: {video.duration:.2f} s, {len(video.windows)} window(s)")
     for sentence, moments in zip(sentences, results):
