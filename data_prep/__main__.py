@@ -18,15 +18,20 @@ import os
 import sys
 from pathlib import Path
 
+from vdi.errors import InputError
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().rstrip("b")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    value = text.strip().lower().rstrip("b")
+    try:
+        if value and value[-1] in units:
+            return int(float(value[:-1]) * units[value[-1]])
+        return int(value)
+    except ValueError:
+        raise InputError(f"--shard-size {text!r} is not a size: use bytes or a unit, e.g. 1GB, 512MB") from None
 
 
 def _add_clip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,7 +168,7 @@ def cmd_audit(args) -> int:
         reports = audit_annotations(args.dataset, _split_files(args.dataset, Path(args.annotations), args.split), nlp)
         name = args.dataset
     else:
-        raise ValueError("audit needs --dataset and --annotations, or --synthetic WORLD_DIR")
+        raise InputError("audit needs --dataset and --annotations, or --synthetic WORLD_DIR")
     print(f"Q^s / Q^d split audit of {name} (spaCy {args.spacy_model}, the paper's noun-chunk rule)")
     for report in reports:
         print("\n".join(report.lines()))
@@ -249,31 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.annotations import AnnotationError
-    from data_prep.download import ChecksumMismatch
-    from data_prep.features import FeatureError
-    from vdi.encoders import ModelMissing
-    from vdi.shards import ShardError
-    from vdi.text import SpacyModelMissing
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["synthetic"]:  # its own parser (python -m data_prep synthetic --help)
         from data_prep.synthetic.build import main as synthetic_main
 
         return synthetic_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from vdi.errors import user_errors
+
     try:
         return args.run(args)
-    except (
-        AnnotationError,
-        ChecksumMismatch,
-        FeatureError,
-        ModelMissing,
-        ShardError,
-        SpacyModelMissing,
-        ConnectionError,
-        ValueError,
-    ) as error:
+    except (*user_errors(), ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

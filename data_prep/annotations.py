@@ -38,8 +38,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdi.errors import UserError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(UserError, ValueError):
     """An annotation file that cannot be read; the message names the file and line."""
 
 

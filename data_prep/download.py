@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdi.errors import InputError, UserError
 from vdi.shards import sha256_file
 
 # raw.githubusercontent.com resolves HEAD to the repository's default branch.
@@ -96,7 +97,7 @@ SOURCES: dict[str, list[RemoteFile]] = {
 }
 
 
-class ChecksumMismatch(RuntimeError):
+class ChecksumMismatch(UserError, RuntimeError):
     """A file whose sha256 differs from the published one."""
 
 
@@ -121,7 +122,7 @@ def _fetch(url: str, target: Path, timeout: float) -> None:
 def download(dataset: str, folder: str | Path, timeout: float = 60.0, fetch=_fetch) -> list[Path]:
     """Fetch (or re-verify) every file of ``dataset`` into folder/dataset; returns their paths."""
     if dataset not in SOURCES:
-        raise ValueError(f"unknown dataset '{dataset}'; choose one of {', '.join(SOURCES)}")
+        raise InputError(f"unknown dataset '{dataset}'; choose one of {', '.join(SOURCES)}")
     target_dir = Path(folder) / dataset
     target_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vdi.errors import UserError
 from vdi.video import VideoDecodeError, decode_video
 
 FEATURES_MANIFEST = "features.json"
 
 
-class FeatureError(RuntimeError):
+class FeatureError(UserError, RuntimeError):
     """A features folder that cannot be used for this request."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from data_prep.annotations import HygieneReport, VideoRecord, apply_durations
 from data_prep.features import load_features, read_spec
+from vdi.errors import InputError
 from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
 
 DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard
@@ -68,7 +69,7 @@ def build_split(
         durations[record.video_id] = record.duration if record.duration is not None else stored["duration"]
     kept, report = apply_durations(available, durations, f"{split} durations")
     if not kept:
-        raise ValueError(
+        raise InputError(
             f"split {split}: none of its {len(records)} videos has features in {features_dir} "
             "(extract them first: python -m data_prep features)"
         )

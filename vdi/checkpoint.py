@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from vdi.errors import InputError
+
 if TYPE_CHECKING:  # annotations only: training code never needs the model here
     from vdi.config import Config
     from vdi.model import MomentRetriever
@@ -203,11 +205,11 @@ def load_inference_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors of many kinds
         first = (str(error).strip().splitlines() or [""])[0][:160]
-        raise ValueError(f"{path} is not a readable vdi checkpoint ({type(error).__name__}: {first})") from None
+        raise InputError(f"{path} is not a readable vdi checkpoint ({type(error).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != "vdi-retriever":
-        raise ValueError(f"{path} is not a vdi retriever checkpoint (use runs/<name>/best/model.pt)")
+        raise InputError(f"{path} is not a vdi retriever checkpoint (use runs/<name>/best/model.pt)")
     if payload.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{path} has checkpoint format {payload.get('format_version')} (vdi {payload.get('vdi_version')}); "
             f"this vdi reads format {CHECKPOINT_VERSION}"
         )
@@ -228,7 +230,7 @@ def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriev
     )
     loaded = retriever.load_state_dict(payload["retriever"], strict=False)
     if loaded.missing_keys or loaded.unexpected_keys:
-        raise ValueError(
+        raise InputError(
             f"{path} does not fit this vdi's model ({len(loaded.missing_keys)} missing, "
             f"{len(loaded.unexpected_keys)} unexpected weights; written by vdi {payload.get('vdi_version')})"
         )

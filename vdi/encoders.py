@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdi.config import looks_like_path
+from vdi.errors import UserError
 
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 
 
-class ModelMissing(RuntimeError):
+class ModelMissing(UserError, RuntimeError):
     """A CLIP model or checkpoint that cannot be found or downloaded."""
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from vdi.batch import Batch
 from vdi.config import Config
+from vdi.errors import InputError
 from vdi.injection import text_gradient_norms
 from vdi.losses import LossTerms
 
@@ -119,7 +120,7 @@ class TrainingEngine:
         import deepspeed
 
         if cfg.optim.batch_size % ctx.world_size:
-            raise ValueError(
+            raise InputError(
                 f"optim.batch_size {cfg.optim.batch_size} must be divisible by the world size {ctx.world_size}"
             )
         self.cfg, self.ctx = cfg, ctx

@@ -1,24 +1,20 @@
 """The errors a user can fix (bad config, missing data or model, bad input): command-line entry
-points print them as one line and exit 2; anything else is a bug and keeps its traceback."""
+points print them as one line and exit 2; anything else is a bug and keeps its traceback.
+
+Every such error derives from :class:`UserError`, raised where the cause is known; a bare
+``ValueError`` from inside the library is a bug, not bad input, and is not caught here."""
 
 from __future__ import annotations
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    # imported lazily: each lives next to the code that raises it
-    from vdi.config import ConfigError
-    from vdi.encoders import ModelMissing
-    from vdi.shards import ShardError
-    from vdi.text import QueryError, SpacyModelMissing
-    from vdi.video import VideoDecodeError
+class UserError(Exception):
+    """A problem the user can fix; the message names the thing and the fix."""
 
-    return (
-        ConfigError,
-        ModelMissing,
-        ShardError,
-        QueryError,
-        SpacyModelMissing,
-        VideoDecodeError,
-        FileNotFoundError,
-        ValueError,  # e.g. a checkpoint of another format (vdi.checkpoint)
-    )
+
+class InputError(UserError, ValueError):
+    """Bad input or arguments (a ValueError too, for callers that catch that)."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    # FileNotFoundError: a path the user gave does not exist (the message names it)
+    return (UserError, FileNotFoundError)

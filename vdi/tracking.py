@@ -26,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from vdi.errors import InputError
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Fail fast against a dead server (MLflow's default retries with backoff for minutes).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -221,7 +223,7 @@ def search_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise ValueError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
+        raise InputError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
     query = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
     runs = client.search_runs([found.experiment_id], filter_string=query, max_results=10000)
     return [

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vdi.errors import UserError
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A video that cannot be used: missing, undecodable, or zero-length."""
 
 

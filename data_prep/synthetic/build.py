@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from vdi.errors import InputError
+
 SPLITS = ("train", "val", "test", "ood")
 DEFAULT_OUT = "data/synthetic"
 
@@ -160,7 +162,7 @@ def build(
     ood_colours = ood_colours if ood_colours is not None else ["purple", "orange"]
     unknown = [c for c in ood_colours if c not in COLOURS]
     if unknown:
-        raise ValueError(f"unknown OOD colour {unknown[0]}; colours: {', '.join(COLOURS)}")
+        raise InputError(f"unknown OOD colour {unknown[0]}; colours: {', '.join(COLOURS)}")
     out.mkdir(parents=True, exist_ok=True)
     if force:
         for marker in (out / ".stages").glob("*.json"):
