@@ -185,7 +185,7 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 def main(argv: list[str] | None = None) -> int:
     from vdi.plots import plot_grouped_bars, plot_metric_vs
-    from vdi.tracking import default_tracking_uri, log_artifacts, search_runs
+    from vdi.tracking import default_tracking_uri, log_artifacts, mlflow_key, search_runs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
@@ -237,15 +237,19 @@ def main(argv: list[str] | None = None) -> int:
             f"rows on {main_split} (mean ± std over seeds)",
         )
     )
+    # every trial is a point: a finished one at its best epoch, one ASHA stopped at its last
+    # report (whether a search has two finished trials depends on the scheduler's timing)
+    last_key = mlflow_key(f"{main_split}/R1@0.5")
     for parameter in ("loss.lambda_vc", "loss.lambda_sd"):
         points = [
-            (float(r["params"][parameter]), r["metrics"][main_key])
+            (float(r["params"][parameter]), r["metrics"].get(main_key, r["metrics"].get(last_key)))
             for r in runs
-            if r["status"] == "FINISHED" and parameter in r["params"] and main_key in r["metrics"]
+            if parameter in r["params"] and (main_key in r["metrics"] or last_key in r["metrics"])
         ]
         if len({p[0] for p in points}) > 1:
             name = parameter.split(".")[-1]
-            artifacts.append(plot_metric_vs(points, out / f"r1_vs_{name}.png", parameter, f"{main_split} R1@0.5"))
+            label = f"{main_split} R1@0.5 (best epoch; last report if stopped)"
+            artifacts.append(plot_metric_vs(points, out / f"r1_vs_{name}.png", parameter, label))
     probe = data["probe"]
     if probe:
         artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", "dynamics probe (IID test R1@0.5)"))
