@@ -11,6 +11,7 @@ Metrics are those of each run's best epoch (``best/<split>/<metric>``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -57,9 +58,14 @@ def per_query_of(run: dict) -> dict:
     folder = run["params"].get("run.root"), run["params"].get("run.name")
     if None in folder:
         return {}
-    path = Path(folder[0]) / folder[1] / "eval.json"
+    return _per_query_file(str(Path(folder[0]) / folder[1] / "eval.json"))
+
+
+@functools.cache
+def _per_query_file(path: str) -> dict:
+    # cached: a reference row's files are paired with every other row on every split
     try:
-        return json.loads(path.read_text()).get("per_query", {})
+        return json.loads(Path(path).read_text()).get("per_query", {})
     except (OSError, ValueError):
         return {}
 

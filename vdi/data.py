@@ -100,15 +100,16 @@ class ShardStream(IterableDataset):
         self.load_patches = load_patches
         self.skip_corrupt = skip_corrupt
         self.epoch, self.start_batch = 1, 0
-        num_videos = sum(s.num_videos for s in self.manifest.shards)
         if hold_out_part not in ("held", "rest"):
             raise ValueError(f"hold_out_part must be 'held' or 'rest', got {hold_out_part!r}")
-        self.held = held_out_keys(num_videos, *hold_out) if hold_out else None
         self.keep_held = hold_out_part == "held"
-        if self.held is not None:
-            num_videos = len(self.held) if self.keep_held else num_videos - len(self.held)
-        else:
-            num_videos = sum(s.num_videos for s in self.shards)
+        self.held = None
+        num_videos = sum(s.num_videos for s in self.shards)
+        if hold_out:
+            # keys run over the whole split as written, so the hold-out is drawn from the manifest
+            total = sum(s.num_videos for s in self.manifest.shards)
+            self.held = held_out_keys(total, *hold_out)
+            num_videos = len(self.held) if self.keep_held else total - len(self.held)
         self.num_videos = num_videos
         if training:
             self.batches_per_epoch = max(1, num_videos // (world_size * batch_size))
@@ -154,21 +155,14 @@ class ShardStream(IterableDataset):
                 yield sample
 
     def _pass(self, order: list[int]) -> Iterator[dict]:
-        if self.held is not None:
-            # keep the held-out videos out of every rank's pass (or keep only them)
-            yield from self._kept(self._unfiltered_pass(order))
-        else:
-            yield from self._unfiltered_pass(order)
-
-    def _unfiltered_pass(self, order: list[int]) -> Iterator[dict]:
         shards = [self.shards[i] for i in order]
         if len(shards) >= self.world_size:
             for shard in shards[self.rank :: self.world_size]:
-                yield from self._read_shard(shard)
+                yield from self._kept(self._read_shard(shard))
         else:
             index = 0
             for shard in shards:
-                for sample in self._read_shard(shard):
+                for sample in self._kept(self._read_shard(shard)):
                     if index % self.world_size == self.rank:
                         yield sample
                     index += 1

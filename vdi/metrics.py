@@ -36,6 +36,7 @@ score well when a video has few moments):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -290,8 +291,6 @@ def annotation_bounds(
 ) -> dict[float, tuple[float, float]]:
     """{threshold: (ceiling, prior)}; they depend on the annotations alone, so a split evaluated
     every epoch computes them once (cached by the content of the inputs)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for tensor in (video_index, durations.double(), ground_truth.double(), grid):
         digest.update(tensor.contiguous().cpu().numpy().tobytes())
@@ -368,14 +367,14 @@ def paired_bootstrap(
     values = differences.to(torch.float64)
     num_seeds, num_queries = values.shape
     generator = torch.Generator().manual_seed(seed)
-    seed_draws = torch.randint(num_seeds, (resamples, num_seeds), generator=generator)
-    seed_weights = torch.zeros(resamples, num_seeds, dtype=torch.float64).scatter_add_(
-        1, seed_draws, torch.ones(resamples, num_seeds, dtype=torch.float64)
-    )
-    query_draws = torch.randint(num_queries, (resamples, num_queries), generator=generator)
-    query_weights = torch.zeros(resamples, num_queries, dtype=torch.float64).scatter_add_(
-        1, query_draws, torch.ones(resamples, num_queries, dtype=torch.float64)
-    )
+
+    def draw_counts(size: int) -> torch.Tensor:
+        # how often each of ``size`` items is drawn in each resample (with replacement)
+        draws = torch.randint(size, (resamples, size), generator=generator)
+        ones = torch.ones(resamples, size, dtype=torch.float64)
+        return torch.zeros(resamples, size, dtype=torch.float64).scatter_add_(1, draws, ones)
+
+    seed_weights, query_weights = draw_counts(num_seeds), draw_counts(num_queries)
     statistics = ((seed_weights @ values) * query_weights).sum(dim=1) / (num_seeds * num_queries)
     tail = (1 - confidence) / 2
     low, high = torch.quantile(statistics, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()

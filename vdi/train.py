@@ -222,18 +222,18 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
             window_start, window_videos, window_queries = time.perf_counter(), 0, 0
             batches_done = start_batch
             truncated = 0  # queries cut at the text tower's context length this epoch
-            epoch_diagnostics: dict[str, list[float]] = {}  # injection diagnostics of every step
+            epoch_diagnostics: dict[str, list[float]] = {}  # injection diagnostics of the read steps
             for batch in make_loader(train_stream, cfg.data.num_workers):
                 truncated += batch.truncated
-                probe_gradients = bool(every := cfg.track.diagnostics_every_steps) and (
-                    (state.global_step + 1) % every == 0
-                )
+                every = cfg.track.diagnostics_every_steps
+                probe_gradients = every > 0 and (state.global_step + 1) % every == 0
                 terms = engine.train_step(batch, epoch, probe_gradients=probe_gradients)
-                if ctx.is_main:
-                    for name, value in terms.diagnostic_values().items():
-                        epoch_diagnostics.setdefault(name, []).append(value)
                 batches_done += 1
                 state.global_step += 1
+                # read (a device sync) only on logged or probed steps; the epoch mean is over those
+                if ctx.is_main and (probe_gradients or state.global_step % cfg.track.log_every_steps == 0):
+                    for name, value in terms.diagnostic_values().items():
+                        epoch_diagnostics.setdefault(name, []).append(value)
                 state.loader = LoaderState(epoch, batches_done)
                 window_videos += batch.num_videos * ctx.world_size
                 window_queries += batch.num_sentences * ctx.world_size
