@@ -5,7 +5,7 @@ Subcommands:
   features   decode videos (PyAV) and run the frozen CLIP visual tower (resumable)
   shards     annotations + features -> WebDataset shards + manifest, per split
   build      features + shards for every split of a dataset in one go
-  verify     re-hash a split's shards against its manifest
+  verify     re-hash a split's shards and count their videos and queries against its manifest
   audit      how the paper's Q^s / Q^d rule splits a dataset's queries (or the synthetic world's)
   synthetic  build the embedded synthetic world (videos, tiny CLIP, features, shards)
 """
@@ -148,11 +148,14 @@ def cmd_build(args) -> int:
 
 def cmd_verify(args) -> int:
     from data_prep.shards import verify_split
+    from vdi.shards import read_manifest
 
     problems = verify_split(args.split_dir)
     for problem in problems:
         print(problem)
-    print(f"{args.split_dir}: {'verified' if not problems else f'{len(problems)} problem(s)'}")
+    manifest = read_manifest(args.split_dir)
+    counted = f"{manifest.num_videos} videos, {manifest.num_queries} queries in {len(manifest.shards)} shard(s)"
+    print(f"{args.split_dir}: {f'verified ({counted})' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 
 

@@ -5,16 +5,22 @@ Output folder::
     features.json            encoder name + weights identity, fps, feature and patch shapes
     videos/<video id>.npz    features [F, D] float16, patches [F, P, D] float16 (optional), duration
     failures.jsonl           one line per video that could not be used, with the reason
+    warnings.jsonl           one line per video extracted with a warning (decoded duration well
+                             short of what its container declares: a truncated file)
 
-Decoding runs in worker processes; the visual tower runs in the main process on batches of
-frames that span videos (``batch_frames``), so short videos do not leave the device idle.
-A re-run skips videos whose ``.npz`` exists (each is written atomically) and retries failures.
+Decoding runs in worker processes, which also resize and centre-crop each video's frames to the
+tower's input (so videos of any size, aspect ratio and frame rate share a batch); the visual
+tower runs in the main process on batches of frames that span videos (``batch_frames``), so
+short videos do not leave the device idle. A re-run skips videos whose ``.npz`` exists and is
+whole (each is written atomically; a damaged one is extracted again) and retries failures; the
+two logs hold one line per video, for the latest attempt.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vdi.errors import UserError
-from vdi.video import VideoDecodeError, decode_video
+from vdi.video import VideoDecodeError, decode_video, duration_mismatch
 
 FEATURES_MANIFEST = "features.json"
 
@@ -48,7 +54,9 @@ class ExtractionSummary:
     requested: int = 0
     already_done: int = 0
     extracted: int = 0
+    redone_broken: int = 0  # damaged .npz files found on resume and extracted again
     failed: Counter = field(default_factory=Counter)
+    truncated: int = 0  # extracted, but decoded well short of the declared duration
     frames: int = 0
     seconds: float = 0.0
     feature_bytes: int = 0
@@ -57,9 +65,15 @@ class ExtractionSummary:
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds else 0.0
         failed = ", ".join(f"{reason} {count}" for reason, count in sorted(self.failed.items())) or "none"
+        notes = ""
+        if self.redone_broken:
+            notes += f", {self.redone_broken} damaged feature files extracted again"
+        if self.truncated:
+            notes += f", {self.truncated} shorter than their container declares (truncated? see warnings.jsonl)"
         return (
             f"features: {self.requested} videos requested, {self.already_done} already done, {self.extracted} "
-            f"extracted, {sum(self.failed.values())} failed ({failed}); {self.frames} frames in {self.seconds:.1f} s "
+            f"extracted, {sum(self.failed.values())} failed ({failed}){notes}; "
+            f"{self.frames} frames in {self.seconds:.1f} s "
             f"({rate:.0f} frames/s); stored {self.feature_bytes / 2**20:.1f} MiB features + "
             f"{self.patch_bytes / 2**20:.1f} MiB patch tokens"
         )
@@ -69,15 +83,38 @@ def video_file_name(video_id: str) -> str:
     return video_id.replace("/", "_") + ".npz"
 
 
+_REQUIRED_ARRAYS = ("features.npy", "duration.npy", "fps.npy")
+
+
+def is_whole(path: Path) -> bool:
+    """A cheap check of a stored ``.npz`` (its zip directory lists every array), for resume:
+    a file cut short loses the directory at its end."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return all(name in names for name in _REQUIRED_ARRAYS)
+
+
 def load_features(folder: str | Path, video_id: str, load_patches: bool = True) -> dict | None:
-    """The stored arrays of one video, or None when it has none."""
+    """The stored arrays of one video, or None when it has none; a damaged file raises
+    :class:`FeatureError` naming it."""
     path = Path(folder) / "videos" / video_file_name(video_id)
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        result = {"features": data["features"], "duration": float(data["duration"]), "fps": float(data["fps"])}
-        if load_patches and "patches" in data:
-            result["patches"] = data["patches"]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            result = {"features": data["features"], "duration": float(data["duration"]), "fps": float(data["fps"])}
+            if load_patches and "patches" in data:
+                result["patches"] = data["patches"]
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as error:
+        raise FeatureError(
+            f"feature file {path} is damaged ({type(error).__name__}: {error}); "
+            "rerun python -m data_prep features to extract it again"
+        ) from None
+    if result["features"].ndim != 2 or not np.isfinite(result["duration"]) or result["duration"] <= 0:
+        raise FeatureError(f"feature file {path} holds no usable features; rerun python -m data_prep features")
     return result
 
 
@@ -89,8 +126,10 @@ def read_spec(folder: str | Path) -> FeatureSpec:
 
 
 class _DecodeDataset(Dataset):
-    def __init__(self, items: list[tuple[str, Path | None]], fps: float, short_side: int):
-        self.items, self.fps, self.short_side = items, fps, short_side
+    """(video id, tower-ready images [T, 3, S, S] or None, decoded duration, declared, error)."""
+
+    def __init__(self, items: list[tuple[str, Path | None]], fps: float, preprocess):
+        self.items, self.fps, self.preprocess = items, fps, preprocess
 
     def __len__(self) -> int:
         return len(self.items)
@@ -98,12 +137,14 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int):
         video_id, path = self.items[index]
         if path is None:
-            return video_id, None, 0.0, "missing video file"
+            return video_id, None, 0.0, None, "missing video file"
         try:
-            decoded = decode_video(path, self.fps, self.short_side)
+            decoded = decode_video(path, self.fps, self.preprocess.image_size)
         except VideoDecodeError as error:
-            return video_id, None, 0.0, str(error)
-        return video_id, torch.from_numpy(decoded.frames), decoded.duration, None
+            return video_id, None, 0.0, None, str(error)
+        # per video: frames of different videos differ in size until they are cropped
+        images = self.preprocess(torch.from_numpy(decoded.frames))
+        return video_id, images, decoded.duration, decoded.declared, None
 
 
 def _reason(message: str) -> str:
@@ -111,6 +152,22 @@ def _reason(message: str) -> str:
         if key in message:
             return key
     return "other"
+
+
+def _rewrite_log(path: Path, drop: set[str]) -> None:
+    """Keep the log's lines of videos not in ``drop`` (they are about to be tried again)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("video_id") not in drop:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a killed run
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(f"{line}\n" for line in kept))
+    temporary.replace(path)
 
 
 def extract_features(
@@ -161,17 +218,22 @@ def extract_features(
     summary = ExtractionSummary(requested=len(videos))
     todo = []
     for video_id, path in videos:
-        if (out / "videos" / video_file_name(video_id)).exists():
+        stored = out / "videos" / video_file_name(video_id)
+        if stored.exists() and is_whole(stored):
             summary.already_done += 1
         else:
+            summary.redone_broken += stored.exists()
             todo.append((video_id, path))
-    failures = out / "failures.jsonl"
+    failures, warnings_log = out / "failures.jsonl", out / "warnings.jsonl"
+    requested_ids = {video_id for video_id, _ in videos}
+    for log in (failures, warnings_log):
+        _rewrite_log(log, requested_ids)  # one line per video: this attempt's
     if precision not in ("auto", "fp32", "bf16"):
         raise FeatureError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
     use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
     autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16)
     loader = DataLoader(
-        _DecodeDataset(todo, fps, encoder.image_size),
+        _DecodeDataset(todo, fps, _Preprocess(encoder)),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
@@ -189,8 +251,7 @@ def extract_features(
         pooled_parts, patch_parts = [], []
         with torch.no_grad(), autocast:
             for chunk in frames.split(batch_frames):
-                images = encoder.preprocess(chunk.to(device))
-                pooled, tokens = encoder(images)
+                pooled, tokens = encoder(chunk.to(device))
                 pooled_parts.append(pooled.float().cpu())
                 if patches:
                     patch_parts.append(tokens.float().cpu())
@@ -218,13 +279,22 @@ def extract_features(
             bar.update(1)
         pending, pending_frames = [], 0
 
-    with open(failures, "a") as failure_log:
-        for video_id, frames, duration, error in loader:
+    with open(failures, "a") as failure_log, open(warnings_log, "a") as warning_log:
+        for video_id, frames, duration, declared, error in loader:
             if error is not None:
                 summary.failed[_reason(error)] += 1
                 failure_log.write(json.dumps({"video_id": video_id, "reason": error}) + "\n")
+                failure_log.flush()
                 bar.update(1)
                 continue
+            if declared is not None and duration_mismatch(declared, duration):
+                summary.truncated += 1
+                warning = (
+                    f"decoded {duration:.2f} s of the {declared:.2f} s its container declares "
+                    "(a truncated or damaged file?); its features cover the decoded part only"
+                )
+                warning_log.write(json.dumps({"video_id": video_id, "warning": warning}) + "\n")
+                warning_log.flush()
             pending.append((video_id, frames, duration))
             pending_frames += frames.shape[0]
             if pending_frames >= batch_frames:
@@ -239,12 +309,27 @@ def extract_features(
     return summary
 
 
+class _Preprocess:
+    """The tower's own resize + centre crop + normalisation, without the tower (picklable, so
+    decoding workers can run it)."""
+
+    def __init__(self, encoder) -> None:
+        self.image_size = encoder.image_size
+        self.mean, self.std = encoder.mean.cpu(), encoder.std.cpu()
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        from vdi.encoders import preprocess_frames
+
+        return preprocess_frames(frames, self.image_size, self.mean, self.std)
+
+
 __all__ = [
     "FEATURES_MANIFEST",
     "ExtractionSummary",
     "FeatureError",
     "FeatureSpec",
     "extract_features",
+    "is_whole",
     "load_features",
     "read_spec",
 ]

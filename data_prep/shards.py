@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.annotations import HygieneReport, VideoRecord, apply_durations
-from data_prep.features import load_features, read_spec
+from data_prep.features import FeatureError, load_features, read_spec
 from vdi.errors import InputError
 from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
+from vdi.video import DURATION_TOLERANCE_FRACTION, DURATION_TOLERANCE_S, duration_mismatch
 
 DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard
 
@@ -29,12 +30,20 @@ class ShardSummary:
     bytes: int
     missing_features: int
     seconds: float
+    damaged_features: int = 0
+    duration_mismatches: int = 0
 
     def line(self) -> str:
+        damaged = f", {self.damaged_features} damaged feature files skipped" if self.damaged_features else ""
+        mismatched = (
+            f", {self.duration_mismatches} annotated durations replaced by the decoded one"
+            if self.duration_mismatches
+            else ""
+        )
         return (
             f"shards {self.split}: {self.videos} videos, {self.queries} queries in {self.shards} shard(s), "
-            f"{self.bytes / 2**20:.1f} MiB, {self.missing_features} videos without features skipped, "
-            f"{self.seconds:.1f} s"
+            f"{self.bytes / 2**20:.1f} MiB, {self.missing_features} videos without features skipped{damaged}"
+            f"{mismatched}, {self.seconds:.1f} s"
         )
 
 
@@ -58,26 +67,48 @@ def build_split(
     start = time.perf_counter()
     spec = read_spec(features_dir)
     include_patches = include_patches and spec.num_patches > 0
-    # durations: the annotation's when it has one, else the decoded video's
+    # durations: the annotation's when it has one and it agrees with the decoded video's (the
+    # features' timeline), else the decoded one; a disagreement is reported
     available, durations, missing = [], {}, 0
+    damaged: list[str] = []
+    mismatched: list[tuple[str, float, float]] = []
     for record in records:
-        stored = load_features(features_dir, record.video_id, load_patches=False)
+        try:
+            stored = load_features(features_dir, record.video_id, load_patches=False)
+        except FeatureError as error:
+            damaged.append(str(error))
+            continue
         if stored is None:
             missing += 1
             continue
         available.append(record)
-        durations[record.video_id] = record.duration if record.duration is not None else stored["duration"]
+        decoded = stored["duration"]
+        if record.duration is not None and duration_mismatch(record.duration, decoded):
+            mismatched.append((record.video_id, record.duration, decoded))
+            durations[record.video_id] = decoded
+        else:
+            durations[record.video_id] = record.duration if record.duration is not None else decoded
     kept, report = apply_durations(available, durations, f"{split} durations")
     if not kept:
         raise InputError(
-            f"split {split}: none of its {len(records)} videos has features in {features_dir} "
+            f"split {split}: none of its {len(records)} videos has usable features in {features_dir} "
             "(extract them first: python -m data_prep features)"
         )
     lines = list(hygiene or [])
+    notes = []
+    if mismatched:
+        examples = "; ".join(f"{v}: annotated {a:.2f} s, decoded {d:.2f} s" for v, a, d in mismatched[:3])
+        notes.append(
+            f"{split} durations: {len(mismatched)} annotated durations differ from the decoded video's by more than "
+            f"max({DURATION_TOLERANCE_S:g} s, {DURATION_TOLERANCE_FRACTION:.0%}); the decoded duration was used "
+            f"({examples})"
+        )
     if report.read and (report.fixed or report.dropped):
-        lines.append(report.line())
+        notes.append(report.line())
+    for note in notes:
+        lines.append(note)
         if verbose:
-            print(report.line())
+            print(note)
     parser = parser or QueryParser(spacy_model)
     sentences = [moment.sentence for record in kept for moment in record.moments]
     parsed = iter(parser.parse(sentences))
@@ -88,9 +119,16 @@ def build_split(
     temporary.mkdir(parents=True)
     counts: list[list[int]] = []  # per shard: videos, queries
     pattern = str(temporary / "shard-%06d.tar")
+    index = 0
     with wds.ShardWriter(pattern, maxsize=shard_bytes, maxcount=10**9, verbose=0) as writer:
-        for index, record in enumerate(kept):
-            stored = load_features(features_dir, record.video_id, load_patches=include_patches)
+        for record in kept:
+            try:
+                stored = load_features(features_dir, record.video_id, load_patches=include_patches)
+            except FeatureError as error:  # damaged past its zip directory (e.g. in the patch tokens)
+                damaged.append(str(error))
+                for _ in record.moments:
+                    next(parsed)
+                continue
             assert stored is not None
             queries = []
             for moment in record.moments:
@@ -115,11 +153,19 @@ def build_split(
                 queries,
             )
             writer.write(sample)
+            index += 1
             shard_index = writer.shard - 1
             while len(counts) <= shard_index:
                 counts.append([0, 0])
             counts[shard_index][0] += 1
             counts[shard_index][1] += len(queries)
+    if damaged:
+        note = f"{split} features: {len(damaged)} damaged feature files skipped (first: {damaged[0]})"
+        lines.append(note)
+        if verbose:
+            print(note)
+    if index == 0:
+        raise InputError(f"split {split}: every feature file in {features_dir} is damaged; extract them again")
     shard_files = sorted(temporary.glob("shard-*.tar"))
     infos = [
         ShardInfo(path.name, sha256_file(path), path.stat().st_size, videos, queries)
@@ -137,7 +183,7 @@ def build_split(
         shards=infos,
         hygiene=lines,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        max_duration=max(float(durations[r.video_id]) for r in kept),
+        max_duration=max(float(r.duration) for r in kept),
     )
     write_manifest(temporary, manifest)
     shutil.rmtree(final, ignore_errors=True)
@@ -150,6 +196,8 @@ def build_split(
         sum(i.bytes for i in infos),
         missing,
         time.perf_counter() - start,
+        damaged_features=len(damaged),
+        duration_mismatches=len(mismatched),
     )
     if verbose:
         print(summary.line())
@@ -157,20 +205,48 @@ def build_split(
 
 
 def verify_split(split_dir: str | Path) -> list[str]:
-    """Problems found when re-hashing every shard against the manifest (empty = verified)."""
+    """Problems found when re-hashing every shard against the manifest and counting its videos
+    and queries (empty = verified)."""
+    import json
+
+    import webdataset as wds
+
     from vdi.shards import read_manifest
 
     split_dir = Path(split_dir)
     manifest = read_manifest(split_dir)
     problems = []
+    listed_videos = sum(s.num_videos for s in manifest.shards)
+    listed_queries = sum(s.num_queries for s in manifest.shards)
+    if (listed_videos, listed_queries) != (manifest.num_videos, manifest.num_queries):
+        problems.append(
+            f"{split_dir / 'manifest.json'}: says {manifest.num_videos} videos / {manifest.num_queries} queries, "
+            f"its shard list {listed_videos} / {listed_queries}"
+        )
     for shard in manifest.shards:
         path = split_dir / shard.name
         if not path.exists():
             problems.append(f"{path}: missing")
-        elif path.stat().st_size != shard.bytes:
+            continue
+        if path.stat().st_size != shard.bytes:
             problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard.bytes}")
-        elif sha256_file(path) != shard.sha256:
+            continue
+        if sha256_file(path) != shard.sha256:
             problems.append(f"{path}: sha256 differs from the manifest")
+            continue
+        videos = queries = 0
+        try:
+            for sample in wds.tarfile_samples([{"url": str(path)}]):
+                videos += 1
+                queries += len(json.loads(sample["meta.json"])["queries"])
+        except Exception as error:
+            problems.append(f"{path}: unreadable ({type(error).__name__}: {error})")
+            continue
+        if (videos, queries) != (shard.num_videos, shard.num_queries):
+            problems.append(
+                f"{path}: holds {videos} videos / {queries} queries, manifest says "
+                f"{shard.num_videos} / {shard.num_queries}"
+            )
     return problems
 
 

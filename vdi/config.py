@@ -140,6 +140,9 @@ class DataConfig:
     shuffle_buffer: int = 256
     # Skip (and count) corrupt shards instead of failing.
     skip_corrupt: bool = False
+    # Check every shard's sha256 against its manifest when a run first opens it (once per process
+    # and file; about 1 s per GB). Off only for shards on storage you trust and cannot afford to read.
+    verify_shards: bool = True
     # Use global patch tokens for L^sd (needed when spatial_dynamic is on).
     load_patches: bool = True
     # For datasets without an official validation split (Charades-STA, the CG splits): hold out

@@ -16,9 +16,11 @@ here so that a run is reproducible and resumable to the batch:
   function of (seed, epoch, rank, world) alone, not of the number of workers, and a resumed
   epoch starts at ``start`` = the batches already consumed: nothing repeated, nothing lost.
   (The price: every worker reads the rank's shard bytes; decoding, the costly part, is split.)
-* **Corrupt shards.** A shard whose size differs from the manifest, or whose tar stream breaks,
-  raises :class:`~vdi.shards.ShardError` naming it; with ``skip_corrupt`` it is skipped and
-  counted instead.
+* **Corrupt shards.** A shard whose size or content (sha256, hashed once per process and file
+  identity) differs from the manifest, or whose tar stream breaks, raises
+  :class:`~vdi.shards.ShardError` naming it; with ``skip_corrupt`` it is skipped and counted
+  (``skipped``: one entry per shard). A manifest whose totals disagree with its own shard list
+  is refused either way.
 """
 
 from __future__ import annotations
@@ -34,10 +36,37 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vdi.batch import Batch, collate
 from vdi.checkpoint import LoaderState
-from vdi.shards import ShardError, ShardInfo, ShardManifest, decode_sample, read_manifest
+from vdi.shards import MANIFEST_NAME, ShardError, ShardInfo, ShardManifest, decode_sample, read_manifest, sha256_file
+
+# sha256 of shard files already hashed by this process, by file identity (path, size, mtime, inode):
+# a file is hashed once however many streams open it, and again only if it changes
+_CONTENT_HASHES: dict[tuple, str] = {}
 
 
-def _usable_shards(split_dir: Path, manifest: ShardManifest, skip_corrupt: bool) -> tuple[list[ShardInfo], list[str]]:
+def content_hash(path: Path) -> str:
+    status = path.stat()
+    identity = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+    if identity not in _CONTENT_HASHES:
+        _CONTENT_HASHES[identity] = sha256_file(path)
+    return _CONTENT_HASHES[identity]
+
+
+def check_manifest_totals(split_dir: Path, manifest: ShardManifest) -> None:
+    """Refuse a manifest whose video / query totals disagree with its own shard list."""
+    videos = sum(s.num_videos for s in manifest.shards)
+    queries = sum(s.num_queries for s in manifest.shards)
+    if (videos, queries) != (manifest.num_videos, manifest.num_queries):
+        raise ShardError(
+            f"{split_dir / MANIFEST_NAME} says {manifest.num_videos} videos / {manifest.num_queries} queries, but its "
+            f"shards list {videos} / {queries}: the manifest was edited or is from another build; rebuild the split "
+            "(python -m data_prep shards)"
+        )
+
+
+def _usable_shards(
+    split_dir: Path, manifest: ShardManifest, skip_corrupt: bool, verify_content: bool = True
+) -> tuple[list[ShardInfo], list[str]]:
+    check_manifest_totals(split_dir, manifest)
     usable, skipped = [], []
     for shard in manifest.shards:
         path = split_dir / shard.name
@@ -46,10 +75,13 @@ def _usable_shards(split_dir: Path, manifest: ShardManifest, skip_corrupt: bool)
             problem = "is missing"
         elif path.stat().st_size != shard.bytes:
             problem = f"has {path.stat().st_size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
+        elif verify_content and content_hash(path) != shard.sha256:
+            problem = "has content whose sha256 differs from the manifest's (corrupted or replaced)"
         if problem is None:
             usable.append(shard)
         elif skip_corrupt:
             skipped.append(f"{path} {problem}")
+            warnings.warn(f"skipping shard {path}: it {problem} (data.skip_corrupt=true)", stacklevel=3)
         else:
             raise ShardError(
                 f"shard {path} {problem}; rebuild the split (python -m data_prep shards) or set data.skip_corrupt=true"
@@ -79,13 +111,14 @@ class ShardStream(IterableDataset):
         skip_corrupt: bool = False,
         hold_out: tuple[float, int] | None = None,
         hold_out_part: str = "rest",
+        verify_content: bool = True,
     ):
         """``hold_out=(fraction, seed)`` splits the split's videos into a seeded validation part
         (``hold_out_part="held"``) and the rest (``"rest"``, for training): ``held_out_keys``."""
         super().__init__()
         self.split_dir = Path(split_dir)
         self.manifest = read_manifest(self.split_dir)
-        self.shards, self.skipped = _usable_shards(self.split_dir, self.manifest, skip_corrupt)
+        self.shards, self.skipped = _usable_shards(self.split_dir, self.manifest, skip_corrupt, verify_content)
         if load_patches and not self.manifest.has_patches:
             raise ShardError(
                 f"shards in {self.split_dir} have no patch tokens, but L^sd needs them: rebuild them with "
@@ -105,7 +138,10 @@ class ShardStream(IterableDataset):
         self.keep_held = hold_out_part == "held"
         self.held = None
         num_videos = sum(s.num_videos for s in self.shards)
+        # queries the usable shards hold (None for a hold-out part: the manifest counts whole shards)
+        self.num_queries: int | None = sum(s.num_queries for s in self.shards)
         if hold_out:
+            self.num_queries = None
             # keys run over the whole split as written, so the hold-out is drawn from the manifest
             total = sum(s.num_videos for s in self.manifest.shards)
             self.held = held_out_keys(total, *hold_out)
@@ -143,8 +179,9 @@ class ShardStream(IterableDataset):
                 raise ShardError(
                     f"{message}; rebuild it (python -m data_prep shards) or set data.skip_corrupt=true"
                 ) from None
-            self.skipped.append(message)
-            warnings.warn(f"skipping: {message} ({len(self.skipped)} skipped so far)", stacklevel=2)
+            if not any(str(path) in entry for entry in self.skipped):  # one entry per shard
+                self.skipped.append(message)
+            warnings.warn(f"skipping: {message} ({len(self.skipped)} shards skipped so far)", stacklevel=2)
 
     def _kept(self, samples: Iterator[dict]) -> Iterator[dict]:
         if self.held is None:
@@ -275,4 +312,13 @@ def dist_info() -> tuple[int, int]:
     return rank, world
 
 
-__all__ = ["LoaderState", "ShardStream", "dist_info", "held_out_keys", "make_loader", "split_source"]
+__all__ = [
+    "LoaderState",
+    "ShardStream",
+    "check_manifest_totals",
+    "content_hash",
+    "dist_info",
+    "held_out_keys",
+    "make_loader",
+    "split_source",
+]

@@ -127,6 +127,21 @@ class Tokenizer:
         return TokenBatch(tokens, lengths, truncated)
 
 
+def preprocess_frames(frames: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] of one video -> normalised float [T, 3, S, S]: the short side
+    resized to S (bicubic, antialiased), then a centre crop, as CLIP's own preprocessing."""
+    images = frames.permute(0, 3, 1, 2).float().div_(255)
+    height, width = images.shape[-2:]
+    scale = size / min(height, width)
+    if scale != 1:
+        new_size = (max(size, round(height * scale)), max(size, round(width * scale)))
+        images = F.interpolate(images, size=new_size, mode="bicubic", align_corners=False, antialias=True)
+    top = (images.shape[-2] - size) // 2
+    left = (images.shape[-1] - size) // 2
+    images = images[..., top : top + size, left : left + size].clamp_(0, 1)
+    return (images - mean.to(images.device)) / std.to(images.device)
+
+
 class FrozenVisualEncoder(nn.Module):
     """Frozen CLIP image tower: images -> (global [B, D], projected patch tokens [B, P, D])."""
 
@@ -157,19 +172,7 @@ class FrozenVisualEncoder(nn.Module):
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames [T, H, W, 3] -> normalised float [T, 3, S, S] (resize short side, centre crop)."""
-        images = frames.permute(0, 3, 1, 2).float().div_(255)
-        height, width = images.shape[-2:]
-        scale = self.image_size / min(height, width)
-        if scale != 1:
-            new_size = (
-                max(self.image_size, round(height * scale)),
-                max(self.image_size, round(width * scale)),
-            )
-            images = F.interpolate(images, size=new_size, mode="bicubic", align_corners=False, antialias=True)
-        top = (images.shape[-2] - self.image_size) // 2
-        left = (images.shape[-1] - self.image_size) // 2
-        images = images[..., top : top + self.image_size, left : left + self.image_size].clamp_(0, 1)
-        return (images - self.mean) / self.std
+        return preprocess_frames(frames, self.image_size, self.mean, self.std)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

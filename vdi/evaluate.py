@@ -83,6 +83,7 @@ def rank_batches(
                 variant, moments=ranked.moments, valid=ranked.valid, truth=batch.moments, video=keys, duration=durations
             )
             if variant == "query":
+                keep(variant, batch_videos=torch.tensor([batch.num_videos]))
                 partner, used = derangement_across(batch.sentence_video.cpu())
                 partner = partner.to(device)
                 crossed = SentenceEmbeddings(sentences.contrastive[partner], sentences.iou[partner])
@@ -109,6 +110,36 @@ def gather_ranked(ranked: dict[str, dict[str, torch.Tensor]], world_size: int) -
         }
         for variant, keys in ranked.items()
     }
+
+
+def check_coverage(ranked: dict[str, torch.Tensor], stream, split: str) -> dict[str, float]:
+    """Videos / queries scored against what the split's manifest lists: a mismatch is refused, or
+    (``stream.skip_corrupt``) warned about loudly; returns the counts to record with the metrics."""
+    videos = int(ranked["batch_videos"].sum()) if "batch_videos" in ranked else 0
+    queries = int(ranked["truth"].shape[0]) if ranked else 0
+    counts = {"scored videos": float(videos), "skipped shards": float(len(stream.skipped))}
+    expected_queries = stream.num_queries
+    if videos == stream.num_videos and expected_queries in (None, queries) and not stream.skipped:
+        return counts
+    listed = f"{stream.num_videos} videos" + (f" / {expected_queries} queries" if expected_queries is not None else "")
+    message = (
+        f"split {split}: scored {videos} videos / {queries} queries, but the usable shards of {stream.split_dir} list "
+        f"{listed}"
+    )
+    if stream.skipped:
+        message += f" ({len(stream.skipped)} corrupt shards skipped: {stream.skipped[0]})"
+    if not stream.skip_corrupt:
+        from vdi.shards import ShardError
+
+        raise ShardError(
+            f"{message}; the shards and their manifest disagree: check them (python -m data_prep verify "
+            f"{stream.split_dir}) and rebuild the split, or set data.skip_corrupt=true to score what is readable"
+        )
+    import warnings
+
+    warnings.warn(f"{message}; these metrics cover part of the split (data.skip_corrupt=true)", stacklevel=2)
+    print(f"WARNING: {message}; the metrics cover part of the split", file=sys.stderr)
+    return counts
 
 
 def metrics_of(ranked: dict[str, torch.Tensor], cfg: Config, grounding: bool = True) -> dict[str, float]:
@@ -152,7 +183,7 @@ def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 GROUNDING_PREFIXES = ("ceiling ", "prior ", "gain ", "xgain ")
-COUNT_NAMES = ("queries", "videos", "single-query videos")
+COUNT_NAMES = ("queries", "videos", "single-query videos", "scored videos", "skipped shards")
 
 
 def print_table(results: dict[str, dict[str, float]], title: str = "") -> str:
@@ -183,6 +214,12 @@ def print_table(results: dict[str, dict[str, float]], title: str = "") -> str:
                     + f"{int(metrics['queries']):9d}{int(metrics['videos']):8d}"
                 )
         for split, metrics in grounded.items():
+            skipped = int(metrics.get("skipped shards", 0))
+            if skipped:
+                lines.append(
+                    f"WARNING: {split}: {skipped} corrupt shards were skipped (data.skip_corrupt): these numbers "
+                    f"cover {int(metrics.get('scored videos', 0))} videos, part of the split"
+                )
             singles = int(metrics.get("single-query videos", 0))
             if singles:
                 lines.append(f"{split}: {singles} single-query videos are left out of the gains")
@@ -224,6 +261,8 @@ def evaluate_checkpoint(
             clip_config_dir=cfg.model.clip.config_dir,
             training=False,
             load_patches=False,
+            skip_corrupt=cfg.data.skip_corrupt,
+            verify_content=cfg.data.verify_shards,
         )
         check_compatible(
             stream.manifest,
@@ -237,9 +276,11 @@ def evaluate_checkpoint(
     variants = ("query", "static", "dynamic") if probe else ("query",)
     for split, stream in streams.items():
         ranked = rank_batches(retriever, make_loader(stream, 0), cfg, variants, device)
+        counts = check_coverage(ranked["query"], stream, split)
         for variant in variants:
             name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
             results[name] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
+        results[split] |= counts
     return results
 
 

@@ -88,6 +88,7 @@ def _streams(cfg: Config, rank: int, world: int, needs_patches: bool, feature_di
         world_size=world,
         seed=cfg.run.seed,
         skip_corrupt=cfg.data.skip_corrupt,
+        verify_content=cfg.data.verify_shards,
     )
     train_stream = ShardStream(
         **split_source(cfg.data, cfg.data.train_split),
@@ -119,7 +120,7 @@ def _evaluate(
 ):
     """Metrics per split (rank 0); ``per_query`` (a dict) also receives each split's per-query
     top-1 IoU in evaluation order, for paired bootstraps across runs."""
-    from vdi.evaluate import gather_ranked, metrics_of, per_query_record, rank_batches
+    from vdi.evaluate import check_coverage, gather_ranked, metrics_of, per_query_record, rank_batches
 
     results: dict[str, dict[str, float]] = {}
     for split in splits:
@@ -128,9 +129,11 @@ def _evaluate(
         ranked = rank_batches(retriever, make_loader(stream, 0), cfg, variants, ctx.device)
         ranked = gather_ranked(ranked, ctx.world_size)
         if ctx.is_main:
+            counts = check_coverage(ranked["query"], stream, split)
             for variant in variants:
                 name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
                 results[name] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
+            results[split] |= counts
             if per_query is not None:
                 per_query[split] = per_query_record(ranked["query"])
     return results
@@ -312,9 +315,9 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
             )
             if ctx.is_main:
                 epoch_means = {f"epoch/inject/{k}": sum(v) / len(v) for k, v in epoch_diagnostics.items() if v}
-                tracker.log_metrics(
-                    flat | epoch_means | {"epoch": epoch, "data/truncated_queries": truncated}, state.global_step
-                )
+                counts = {"epoch": epoch, "data/truncated_queries": truncated}
+                counts["data/skipped_shards_train"] = len(train_stream.skipped)
+                tracker.log_metrics(flat | epoch_means | counts, state.global_step)
                 if truncated:
                     print(f"epoch {epoch}: {truncated} queries were longer than the text context and were truncated")
                 tracker.flush()
@@ -323,7 +326,20 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                 print(f"epoch {epoch}: {summary}")
                 if on_eval is not None:
                     on_eval(epoch, flat)
-        final = _finish(cfg, ctx, engine, eval_streams, state, run_dir, tracker, step_log, status, started, stop.signal)
+        final = _finish(
+            cfg,
+            ctx,
+            engine,
+            eval_streams,
+            state,
+            run_dir,
+            tracker,
+            step_log,
+            status,
+            started,
+            stop.signal,
+            train_skipped=train_stream.skipped,
+        )
     except SystemExit as stop_request:
         # a caller stopping the run on purpose (e.g. Ray Tune's scheduler exits a trial's thread
         # from on_eval) is not a failure: the run is KILLED, its checkpoints stay resumable
@@ -374,7 +390,18 @@ def _broadcast(value, world_size: int):
 
 
 def _finish(
-    cfg, ctx, engine, eval_streams, state, run_dir, tracker, step_log, status, started, stop_signal=None
+    cfg,
+    ctx,
+    engine,
+    eval_streams,
+    state,
+    run_dir,
+    tracker,
+    step_log,
+    status,
+    started,
+    stop_signal=None,
+    train_skipped=(),
 ) -> dict:
     """Probe with the best weights, write eval.json and plots (rank 0), return the metrics."""
     from vdi.checkpoint import load_inference_checkpoint
@@ -402,6 +429,7 @@ def _finish(
         "results": results,
         "probe": probe,
         "per_query": per_query,
+        "skipped_shards": {"train": list(train_skipped)} | {s: list(v.skipped) for s, v in eval_streams.items()},
         "seconds": time.perf_counter() - started,
     }
     if ctx.is_main:

@@ -28,6 +28,21 @@ class DecodedVideo:
     frames: np.ndarray  # [T, H, W, 3] uint8 at the sampling rate
     duration: float  # seconds
     fps: float  # sampling rate of ``frames``
+    # what the container says (None when it says nothing); a decoded duration well short of it
+    # means a truncated or damaged file (see :func:`duration_mismatch`)
+    declared: float | None = None
+
+
+# A decoded video this much shorter than its container's (or its annotation's) duration is
+# reported: the larger of an absolute and a relative tolerance, so that codec padding and
+# rounding of long videos are not flagged.
+DURATION_TOLERANCE_S = 1.0
+DURATION_TOLERANCE_FRACTION = 0.05
+
+
+def duration_mismatch(expected: float, decoded: float) -> bool:
+    """True when ``decoded`` differs from ``expected`` by more than the tolerance."""
+    return abs(expected - decoded) > max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_FRACTION * expected)
 
 
 def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -87,7 +102,7 @@ def decode_video(path: str | Path, fps: float, short_side: int | None = 224) -> 
         if len(frames) < total:
             last_array = previous.to_ndarray(format="rgb24", width=width, height=height)
             frames.extend([last_array] * (total - len(frames)))
-        return DecodedVideo(np.stack(frames[:total]), duration, fps)
+        return DecodedVideo(np.stack(frames[:total]), duration, fps, declared if declared and declared > 0 else None)
     finally:
         container.close()
 
@@ -106,4 +121,13 @@ def find_video(folder: str | Path, video_id: str) -> Path | None:
     return None
 
 
-__all__ = ["VIDEO_SUFFIXES", "DecodedVideo", "VideoDecodeError", "decode_video", "find_video"]
+__all__ = [
+    "DURATION_TOLERANCE_FRACTION",
+    "DURATION_TOLERANCE_S",
+    "VIDEO_SUFFIXES",
+    "DecodedVideo",
+    "VideoDecodeError",
+    "decode_video",
+    "duration_mismatch",
+    "find_video",
+]
