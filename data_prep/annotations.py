@@ -14,6 +14,11 @@ start >= duration      dropped: the moment lies outside the video
 negative start         clipped to 0 (fixed)
 spaces around text     stripped (fixed)
 empty sentence         dropped
+non-finite value       dropped (nan / inf start, end or duration)
+unparsable line/entry  dropped and counted with its line number or video id (a Charades line
+                       without ``##``, a JSONL line that is not an object, an ActivityNet
+                       timestamp like ``["a", 2]``); a file that is not UTF-8 or not JSON at
+                       all, or keeps nothing, is refused naming the file
 =====================  ========================================================
 
 Charades-STA's text files carry no durations: its records get ``duration=None`` and the
@@ -38,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vdi.errors import UserError
+from vdi.errors import UserError, read_utf8
 
 
 class AnnotationError(UserError, ValueError):
@@ -69,10 +74,22 @@ class HygieneReport:
     kept: int = 0
     fixed: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
+    # the first few places (line numbers, video ids) of each drop reason, for the summary line
+    where: dict[str, list[str]] = field(default_factory=dict)
+
+    def drop(self, reason: str, place: str, count: int = 1) -> None:
+        self.dropped[reason] += count
+        places = self.where.setdefault(reason, [])
+        if len(places) < 3:
+            places.append(place)
 
     def line(self) -> str:
         def show(counter: Counter) -> str:
-            return ", ".join(f"{reason} {count}" for reason, count in sorted(counter.items())) or "none"
+            def entry(reason: str, count: int) -> str:
+                places = self.where.get(reason)
+                return f"{reason} {count}" + (f" (e.g. {', '.join(places)})" if places else "")
+
+            return ", ".join(entry(reason, count) for reason, count in sorted(counter.items())) or "none"
 
         return (
             f"{self.source}: read {self.read}, kept {self.kept}, "
@@ -172,10 +189,19 @@ class Annotations:
         return sum(len(r.moments) for r in self.records)
 
 
-def _finish(report: HygieneReport, records: list[VideoRecord], verbose: bool) -> Annotations:
+def _finish(path: Path, report: HygieneReport, records: list[VideoRecord], verbose: bool) -> Annotations:
     if verbose:
         print(report.line())
+    if not records:
+        raise AnnotationError(f"{path}: no usable annotation ({report.line()}); check its format")
     return Annotations(records, report)
+
+
+def _number(value) -> float:
+    """A JSON number (or numeric string) as a float; ValueError for anything else (null, lists)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
 
 
 def read_charades_sta(path: str | Path, verbose: bool = True) -> Annotations:
@@ -183,21 +209,23 @@ def read_charades_sta(path: str | Path, verbose: bool = True) -> Annotations:
     path = Path(path)
     report = HygieneReport(f"{path.parent.name}/{path.name}")
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, "annotation file").splitlines(), start=1):
         if not line.strip():
             continue
         head, separator, sentence = line.partition("##")
         parts = head.split()
-        if not separator or len(parts) != 3:
-            raise AnnotationError(f"{path}:{number}: expected 'VID start end##sentence', got {line[:80]!r}")
         try:
+            if not separator or len(parts) != 3:
+                raise ValueError("not 'VID start end##sentence'")
             start, end = float(parts[1]), float(parts[2])
         except ValueError:
-            raise AnnotationError(f"{path}:{number}: start/end are not numbers: {line[:80]!r}") from None
+            report.read += 1
+            report.drop("unparsable lines", f"line {number}")
+            continue
         moment = clean_moment(start, end, sentence, None, report)
         if moment is not None:
             items.append((parts[0], None, moment, None))
-    return _finish(report, _group(items), verbose)
+    return _finish(path, report, _group(items), verbose)
 
 
 def read_activitynet_json(path: str | Path, verbose: bool = True) -> Annotations:
@@ -207,7 +235,7 @@ def read_activitynet_json(path: str | Path, verbose: bool = True) -> Annotations
     :attr:`Moment.extra`."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(path, "annotation file"))
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
@@ -216,24 +244,35 @@ def read_activitynet_json(path: str | Path, verbose: bool = True) -> Annotations
     records = []
     for video_id, entry in data.items():
         try:
-            duration = float(entry["duration"])
+            duration = _number(entry["duration"])
             timestamps, sentences = entry["timestamps"], entry["sentences"]
+            if not isinstance(timestamps, list) or not isinstance(sentences, list):
+                raise TypeError("timestamps and sentences must be lists")
+            if len(timestamps) != len(sentences):
+                raise ValueError(f"{len(timestamps)} timestamps, {len(sentences)} sentences")
         except (KeyError, TypeError, ValueError):
-            raise AnnotationError(f"{path}: video {video_id} lacks duration / timestamps / sentences") from None
-        if len(timestamps) != len(sentences):
-            raise AnnotationError(
-                f"{path}: video {video_id} has {len(timestamps)} timestamps, {len(sentences)} sentences"
-            )
+            report.drop("malformed video entries (no duration / timestamps / sentences lists)", f"video {video_id}")
+            continue
+        if not math.isfinite(duration) or duration <= 0:
+            report.read += len(timestamps)
+            report.drop("non-finite or non-positive duration", f"video {video_id}", len(timestamps))
+            continue
         extras = {key: entry[key] for key in ("news", "novels") if key in entry}
         moments = []
-        for index, ((start, end), sentence) in enumerate(zip(timestamps, sentences)):
-            moment = clean_moment(float(start), float(end), str(sentence), duration, report)
+        for index, (stamp, sentence) in enumerate(zip(timestamps, sentences)):
+            try:
+                start, end = (_number(value) for value in stamp)
+            except (TypeError, ValueError):  # ["a", 2], [null, 3], [1], 5
+                report.read += 1
+                report.drop("unparsable timestamps", f"video {video_id} sentence {index}")
+                continue
+            moment = clean_moment(start, end, str(sentence), duration, report)
             if moment is not None:
                 moment.extra = {key: values[index] for key, values in extras.items() if index < len(values)}
                 moments.append(moment)
         if moments:
             records.append(VideoRecord(str(video_id), duration, moments))
-    return _finish(report, records, verbose)
+    return _finish(path, report, records, verbose)
 
 
 def read_jsonl(path: str | Path, verbose: bool = True) -> Annotations:
@@ -241,30 +280,37 @@ def read_jsonl(path: str | Path, verbose: bool = True) -> Annotations:
     path = Path(path)
     report = HygieneReport(f"{path.parent.name}/{path.name}")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, "annotation file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
             video_id = str(entry["video"])
-            duration = float(entry["duration"]) if entry.get("duration") is not None else None
+            duration = _number(entry["duration"]) if entry.get("duration") is not None else None
             raw_moments = entry["moments"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise AnnotationError(
-                f'{path}:{number}: expected {{"video": ..., "duration": ..., "moments": [...]}} ({error})'
-            ) from None
+            if not isinstance(raw_moments, list):
+                raise TypeError("moments must be a list")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            report.drop('unparsable lines (not {"video", "moments": [...]})', f"line {number}")
+            continue
+        if duration is not None and (not math.isfinite(duration) or duration <= 0):
+            report.read += len(raw_moments)
+            report.drop("non-finite or non-positive duration", f"line {number}", len(raw_moments))
+            continue
         moments = []
         for raw in raw_moments:
             try:
-                start, end, sentence = float(raw["start"]), float(raw["end"]), str(raw["sentence"])
+                start, end, sentence = _number(raw["start"]), _number(raw["end"]), str(raw["sentence"])
             except (KeyError, TypeError, ValueError):
-                raise AnnotationError(f"{path}:{number}: a moment needs start, end and sentence") from None
+                report.read += 1
+                report.drop("moments without numeric start, end and a sentence", f"line {number}")
+                continue
             moment = clean_moment(start, end, sentence, duration, report)
             if moment is not None:
                 moments.append(moment)
         if moments:
             records.append(VideoRecord(video_id, duration, moments, entry.get("path")))
-    return _finish(report, records, verbose)
+    return _finish(path, report, records, verbose)
 
 
 # dataset -> split -> (reader, file name relative to the dataset's annotation folder)

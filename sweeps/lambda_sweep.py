@@ -45,10 +45,25 @@ ABLATION_ROWS: dict[str, tuple[str, str]] = {
 
 
 def load_space(path: Path) -> dict:
-    spec = yaml.safe_load(path.read_text())
+    if not path.is_file():
+        raise SystemExit(f"error: search-space file {path} not found (--space; default {DEFAULT_SPACE})")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SystemExit(f"error: search-space file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(spec, dict):
+        raise SystemExit(f"error: search-space file {path} must be a mapping (see {DEFAULT_SPACE})")
     for key in ("base_config", "metric", "mode", "space"):
         if key not in spec:
-            raise SystemExit(f"error: {path} lacks '{key}'")
+            raise SystemExit(f"error: {path} lacks '{key}' (see {DEFAULT_SPACE})")
+    if not isinstance(spec["space"], dict) or not all(isinstance(v, dict) for v in spec["space"].values()):
+        raise SystemExit(f"error: {path}: 'space' must map config keys to {{type: ..., ...}} entries")
+    from vdi.config import ConfigError, check_overrides
+
+    try:
+        check_overrides([f"{key}=0" for key in spec["space"] if not key.startswith("_")])
+    except ConfigError as error:
+        raise SystemExit(f"error: search-space file {path}: {error}") from None
     return spec
 
 
@@ -58,16 +73,21 @@ def tune_space(space: dict) -> dict:
     result = {}
     for key, item in space.items():
         kind = item.get("type")
-        if kind == "loguniform":
-            result[key] = tune.loguniform(float(item["low"]), float(item["high"]))
-        elif kind == "uniform":
-            result[key] = tune.uniform(float(item["low"]), float(item["high"]))
-        elif kind == "choice":
-            result[key] = tune.choice(list(item["values"]))
-        elif kind == "grid":
-            result[key] = tune.grid_search(list(item["values"]))
-        else:
-            raise SystemExit(f"error: search space entry {key} has unknown type {kind!r}")
+        try:
+            if kind == "loguniform":
+                result[key] = tune.loguniform(float(item["low"]), float(item["high"]))
+            elif kind == "uniform":
+                result[key] = tune.uniform(float(item["low"]), float(item["high"]))
+            elif kind == "choice":
+                result[key] = tune.choice(list(item["values"]))
+            elif kind == "grid":
+                result[key] = tune.grid_search(list(item["values"]))
+            else:
+                raise SystemExit(
+                    f"error: search space entry {key} has unknown type {kind!r} (loguniform, uniform, choice, grid)"
+                )
+        except (KeyError, TypeError, ValueError) as error:
+            raise SystemExit(f"error: search space entry {key} ({kind}) is malformed: {error!r}") from None
     return result
 
 
@@ -277,7 +297,14 @@ nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
 head=${{nodes[0]}}
 head_ip=$(scontrol show node "$head" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
 port=$((20000 + SLURM_JOB_ID % 20000))
-export RAY_AUTH_MODE=disabled
+# Ray token authentication: a fresh secret per job, in a file only this user can read (on the
+# shared file system every node of the allocation sees), so nobody else on the cluster network
+# can submit work to this Ray cluster; the file is removed when the job ends.
+token_file={sweep_dir}/.ray-token-$SLURM_JOB_ID
+(umask 077 && {python} -c "import secrets; print(secrets.token_hex(32))" > "$token_file")
+trap 'rm -f "$token_file"' EXIT
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token_file"
+unset RAY_AUTH_TOKEN
 srun --nodes=1 --ntasks=1 -w "$head" {python} -m ray.scripts.scripts start --head --node-ip-address="$head_ip" \\
     --port=$port --num-cpus={cpus} --num-gpus={gpus} --include-dashboard=false --temp-dir={ray_temp} --block &
 sleep 8
@@ -353,10 +380,11 @@ def submit_slurm(args, argv: list[str]) -> int:
             time=args.time,
             log=log,
             extra=extra,
-            project=PROJECT,
-            python=sys.executable,
-            script=Path(__file__).resolve(),
-            ray_temp=Path(args.ray_temp).resolve(),
+            project=shlex.quote(str(PROJECT)),
+            python=shlex.quote(sys.executable),
+            script=shlex.quote(str(Path(__file__).resolve())),
+            ray_temp=shlex.quote(str(Path(args.ray_temp).resolve())),
+            sweep_dir=shlex.quote(str(sweep_dir)),
             driver_args=shell_words(cleaned),
         )
     )

@@ -6,6 +6,7 @@ import pytest
 
 from data_prep.annotations import AnnotationError, apply_durations, read_annotation_file, read_split
 from data_prep.download import SOURCES, ChecksumMismatch, download
+from vdi.errors import InputError
 
 
 def test_charades_sta_train_counts(annotations_dir):
@@ -81,11 +82,34 @@ def test_hygiene_rules_are_counted(tmp_path, capsys):
     assert records[1].moments[0].end == 3.0 and later.fixed["end > duration clipped"] == 1
 
 
-def test_malformed_files_name_the_line(tmp_path):
+def test_malformed_lines_are_dropped_and_counted_with_their_place(tmp_path, capsys):
+    """The same rule in every reader: a bad line or entry is dropped and counted with its line
+    number or video id; a file that keeps nothing, or is not UTF-8 / JSON, is refused naming it."""
     bad = tmp_path / "bad.txt"
-    bad.write_text("AO8RW 0.0 6.9##fine\nAO8RW zero 6.9##broken\n")
-    with pytest.raises(AnnotationError, match=r"bad.txt:2"):
-        read_annotation_file(bad)
+    bad.write_text("AO8RW 0.0 6.9##fine\nAO8RW zero 6.9##broken\nno separator here\n")
+    read = read_annotation_file(bad)
+    assert read.num_queries == 1 and read.report.dropped["unparsable lines"] == 2
+    assert "unparsable lines 2 (e.g. line 2, line 3)" in capsys.readouterr().out
+    anet = tmp_path / "anet.json"
+    entry = {"duration": 10.0, "timestamps": [["a", 2], [None, 3], [1, 4]], "sentences": ["x", "y", "a man runs"]}
+    anet.write_text(json.dumps({"v_ok": entry, "v_bad": {"duration": 5}, "v_nan": {**entry, "duration": "nan"}}))
+    read = read_annotation_file(anet)
+    assert read.num_queries == 1 and read.report.dropped["unparsable timestamps"] == 2
+    line = read.report.line()
+    assert "video v_ok sentence 0" in line and "video v_bad" in line
+    assert read.report.dropped["non-finite or non-positive duration"] == 3
+    own = tmp_path / "own.jsonl"
+    own.write_text('{"video": "a", "moments": [{"start": 0, "end": 1, "sentence": "a cat"}]}\n[1, 2]\nnot json\n')
+    read = read_annotation_file(own)
+    assert read.num_queries == 1 and "(e.g. line 2, line 3)" in read.report.line()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("nothing useful\n")
+    with pytest.raises(AnnotationError, match=r"empty.txt: no usable annotation"):
+        read_annotation_file(empty)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("AO8RW 0.0 6.9##a person opens the caf\u00e9 door\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin.txt is not UTF-8 text \(byte 0xe9 on line 1\)"):
+        read_annotation_file(latin)
     with pytest.raises(AnnotationError, match="unknown annotation format"):
         (tmp_path / "x.csv").write_text("")
         read_annotation_file(tmp_path / "x.csv")

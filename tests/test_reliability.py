@@ -267,3 +267,37 @@ def test_an_evaluation_that_scores_fewer_videos_than_listed_is_refused(split):
     with pytest.raises(ShardError, match=r"split test: scored 4 videos / \d+ queries, but the usable shards"):
         check_coverage(part, stream, "test")
     assert torch.equal(full["truth"][: part["truth"].shape[0]], part["truth"])
+
+
+# -- run folders ------------------------------------------------------------------------------
+
+
+def test_reusing_a_run_name_with_another_architecture_is_refused_before_anything_is_written(tmp_path):
+    from vdi.checkpoint import check_run_folder
+    from vdi.config import ConfigError, load_config, pin_paths, to_yaml
+    from vdi.train import train
+
+    first = pin_paths(load_config("tiny", [f"run.root={tmp_path}", "run.name=mine"]))
+    run_dir = tmp_path / "mine"
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(to_yaml(first))
+    (run_dir / "best" / "model.pt").write_bytes(b"weights of the earlier run")
+    assert check_run_folder(run_dir, first) is False  # the same config resumes
+    longer = pin_paths(load_config("tiny", [f"run.root={tmp_path}", "run.name=mine", "optim.max_epochs=40"]))
+    assert check_run_folder(run_dir, longer) is False  # training longer is a resume, not another run
+    changed = load_config("tiny", [f"run.root={tmp_path}", "run.name=mine", "model.hidden_size=48"])
+    before = (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"holds a run made with another config \(model.hidden_size 32 -> 48\)"):
+        train(changed)
+    assert (run_dir / "config.yaml").read_text() == before  # nothing was overwritten
+    with pytest.raises(ConfigError, match=r"run.resume=false would overwrite it"):
+        check_run_folder(
+            run_dir, pin_paths(load_config("tiny", [f"run.root={tmp_path}", "run.name=mine", "run.resume=false"]))
+        )
+    restart = pin_paths(load_config("tiny", [f"run.root={tmp_path}", "run.name=mine", "run.restart=true"]))
+    assert check_run_folder(run_dir, restart) is True
+    from vdi.checkpoint import move_aside
+
+    moved = move_aside(run_dir)
+    assert not run_dir.exists() and (moved / "best" / "model.pt").read_bytes() == b"weights of the earlier run"
+    assert moved.name.startswith("mine.replaced-")

@@ -263,3 +263,30 @@ def test_sbatch_driver_arguments_are_shell_quoted():
         ["bash", "-c", f"printf '%s\\n' {shell_words(hostile)}"], capture_output=True, text=True, check=True
     )
     assert echoed.stdout.splitlines() == hostile
+
+
+def test_sbatch_ray_cluster_uses_a_private_token(tmp_path):
+    """The Ray head inside an allocation runs with token authentication: the script's own lines
+    make a fresh 0600 token file and point Ray at it (the SLURM sweep test runs them on a cluster)."""
+    import stat
+
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import SBATCH_TEMPLATE
+
+    assert "RAY_AUTH_MODE=disabled" not in SBATCH_TEMPLATE
+    lines = SBATCH_TEMPLATE.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("token_file="))
+    last = next(i for i, line in enumerate(lines) if line.startswith("unset RAY_AUTH_TOKEN"))
+    fragment = "\n".join(lines[first : last + 1]).format(sweep_dir=tmp_path, python=sys.executable)
+    shown = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{fragment}\necho $RAY_AUTH_MODE $RAY_AUTH_TOKEN_PATH; trap - EXIT"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": os.environ["PATH"], "SLURM_JOB_ID": "7", "RAY_AUTH_TOKEN": "inherited"},
+    )
+    mode, path = shown.stdout.split()
+    token = Path(path)
+    assert mode == "token" and token == tmp_path / ".ray-token-7"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert len(token.read_text().strip()) == 64 and int(token.read_text(), 16) > 0

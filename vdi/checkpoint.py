@@ -19,8 +19,10 @@ would pick up.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,6 +96,22 @@ def checkpoint_name(state: TrainState) -> str:
     return f"e{state.epoch:03d}-s{state.global_step:07d}"
 
 
+FAULT_ENV = "VDI_FAULT_KILL"
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(kind: str) -> None:
+    """Fault injection for the kill tests: with ``VDI_FAULT_KILL=<kind>:<n>`` this process
+    SIGKILLs itself at its n-th ``kind`` point ("step": after a training step; "checkpoint":
+    half-way through writing a checkpoint). A no-op when the variable is unset."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    _fault_counts[kind] = _fault_counts.get(kind, 0) + 1
+    if spec == f"{kind}:{_fault_counts[kind]}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _barrier(world_size: int) -> None:
     if world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -121,6 +139,7 @@ def save_checkpoint(
     torch.save(rng_state(), staging / f"state_rank{rank}.pt")
     if rank == 0:
         torch.save(model_state, staging / "model.pt")
+        fault_point("checkpoint")
         (staging / "meta.json").write_text(state.to_json())
     _barrier(world_size)
     final = root / name
@@ -216,6 +235,21 @@ def load_inference_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def usable_device(device: str) -> torch.device:
+    """``device`` as a torch.device; a CUDA device on a machine without one (or an unknown name)
+    raises :class:`InputError` naming the flag and the fix."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device!r} is not a device name: use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is visible on this machine; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return resolved
+
+
 def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriever, Config, dict]:
     """(MomentRetriever with the checkpoint's weights on ``device``, its Config, the payload).
     The text tower is built from the config's architecture; its weights come from the checkpoint."""
@@ -228,7 +262,15 @@ def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriev
     retriever = MomentRetriever(
         cfg.model, TextEncoder(create_clip(cfg.model.clip.name, None, cfg.model.clip.config_dir))
     )
-    loaded = retriever.load_state_dict(payload["retriever"], strict=False)
+    device = usable_device(device)
+    try:
+        loaded = retriever.load_state_dict(payload["retriever"], strict=False)
+    except RuntimeError as error:  # e.g. "size mismatch for head.conv.weight": weights vs config
+        first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error)[:160])
+        raise InputError(
+            f"{path}: its weights do not fit the model its own config describes ({first}); the checkpoint was "
+            "edited or mixed from two runs: use an unmodified runs/<name>/best/model.pt"
+        ) from None
     if loaded.missing_keys or loaded.unexpected_keys:
         raise InputError(
             f"{path} does not fit this vdi's model ({len(loaded.missing_keys)} missing, "
@@ -237,16 +279,103 @@ def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriev
     return retriever.to(device), cfg, payload
 
 
+# Keys a run may change between its start and a resume: how it is tracked, logged and run, and
+# how long it goes on; not what it computes.
+RESUMABLE_CHANGES = (
+    "track.",
+    "run.resume",
+    "run.restart",
+    "run.device",
+    "data.num_workers",
+    "optim.max_epochs",
+    "eval.patience",
+    "dist.verify_sync_steps",
+    "dist.extensions_dir",
+)
+
+
+def _saved_flat(path: Path) -> dict:
+    import yaml
+
+    from vdi.config import ConfigError, config_from_dict, flatten
+
+    data = yaml.safe_load(path.read_text()) or {}
+    try:  # onto today's schema, so keys added since compare as their defaults
+        return flatten(config_from_dict(data))
+    except ConfigError:
+        flat: dict = {}
+
+        def walk(node, prefix: str) -> None:
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(value, f"{prefix}{key}.")
+                else:
+                    flat[f"{prefix}{key}"] = value
+
+        walk(data, "")
+        return flat
+
+
+def check_run_folder(run_dir: Path, cfg: Config) -> bool:
+    """Before a run writes anything into ``run_dir``: refuse to resume (or overwrite) a run made
+    with another config. Returns True when ``run.restart`` asks to move the old run aside first."""
+    from vdi.config import ConfigError, flatten
+
+    saved = run_dir / "config.yaml"
+    has_work = latest_checkpoint(run_dir) is not None or (run_dir / "best" / "model.pt").exists()
+    if not has_work:
+        return False
+    if cfg.run.restart:
+        return True
+    ways_out = (
+        "choose a new run.name, or set run.restart=true to move the old run aside "
+        f"(to {run_dir.name}.replaced-<time>) and start over"
+    )
+    if not cfg.run.resume:
+        raise ConfigError(f"run folder {run_dir} holds a run and run.resume=false would overwrite it: {ways_out}")
+    if not saved.exists():
+        return False
+    old, new = _saved_flat(saved), flatten(cfg)
+    changed = [
+        key
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+    if changed:
+        shown = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(f"run folder {run_dir} holds a run made with another config ({shown}{more}): {ways_out}")
+    return False
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Rename a run folder to ``<name>.replaced-<time>`` (nothing is deleted)."""
+    import time
+
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 1
+    while target.exists():
+        target = target.with_name(f"{target.name}-{suffix}")
+        suffix += 1
+    run_dir.rename(target)
+    return target
+
+
 __all__ = [
+    "RESUMABLE_CHANGES",
     "LoaderState",
     "TrainState",
+    "check_run_folder",
     "complete_checkpoints",
+    "fault_point",
     "latest_checkpoint",
     "load_checkpoint",
     "load_inference_checkpoint",
     "load_retriever",
+    "move_aside",
     "rng_state",
     "save_checkpoint",
     "save_inference_checkpoint",
     "set_rng_state",
+    "usable_device",
 ]

@@ -203,6 +203,9 @@ class RunConfig:
     seed: int = 0
     deterministic: bool = True
     resume: bool = True
+    # Start over in a run folder that holds another run: the old folder is renamed to
+    # <name>.replaced-<time> (nothing is deleted). Without it such a folder is refused.
+    restart: bool = False
     device: str = "auto"
 
 

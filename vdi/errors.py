@@ -15,6 +15,22 @@ class InputError(UserError, ValueError):
     """Bad input or arguments (a ValueError too, for callers that catch that)."""
 
 
+def read_utf8(path, what: str) -> str:
+    """A text file's contents; a file that is not UTF-8 raises :class:`InputError` naming it,
+    the byte, and how to convert it (instead of a bare codec error)."""
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}): convert it, "
+            f"e.g. iconv -f latin1 -t utf-8 {path} > fixed.txt"
+        ) from None
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     # FileNotFoundError: a path the user gave does not exist (the message names it)
     return (UserError, FileNotFoundError)

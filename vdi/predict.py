@@ -34,7 +34,7 @@ from vdi.batch import prepare_video_features
 from vdi.checkpoint import load_retriever
 from vdi.config import Config
 from vdi.encoders import FrozenVisualEncoder, ModelMissing, Tokenizer, create_clip
-from vdi.errors import InputError
+from vdi.errors import InputError, read_utf8
 from vdi.metrics import candidate_grid, grid_moments, nms_top_k, temporal_iou
 from vdi.model import MomentRetriever, VideoMaps
 from vdi.text import QueryError, normalize_queries, normalize_query
@@ -68,6 +68,9 @@ class Predictor:
     ):
         if precision not in ("fp32", "bf16"):
             raise InputError(f"precision {precision!r}: use fp32 or bf16")
+        from vdi.checkpoint import usable_device
+
+        usable_device(device)
         self.retriever = retriever.to(device).eval()
         if precision == "bf16":
             self.retriever.text_encoder.to(torch.bfloat16)  # the text tower dominates a query's cost
@@ -87,7 +90,7 @@ class Predictor:
     ) -> Predictor:
         """Load ``runs/<name>/best/model.pt`` (weights_only). ``clip_pretrained`` overrides where the
         frozen visual tower's weights come from (default: the training config's)."""
-        retriever, cfg, payload = load_retriever(path)
+        retriever, cfg, payload = load_retriever(path, device)
         if clip_pretrained is not None:
             cfg.model.clip.pretrained = clip_pretrained
         return cls(retriever, cfg, payload.get("metadata", {}), device, precision)
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(args.queries)
             if not path.is_file():
                 raise FileNotFoundError(f"queries file {path} not found")
-            sentences += [line for line in path.read_text().splitlines() if line.strip()]
+            sentences += [line for line in read_utf8(path, "queries file").splitlines() if line.strip()]
         if not sentences:
             raise QueryError('no sentence given: pass "a sentence" after the video or --queries FILE')
         if not Path(args.video).is_file():

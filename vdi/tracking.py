@@ -7,7 +7,8 @@ the eval JSON and the plots.
 
 The default tracking URI is an absolute sqlite file under the run root, so
 ``mlflow ui --backend-store-uri sqlite:////abs/runs/mlflow.db`` shows everything without a
-server.
+server; experiments created in such a store keep their artifacts beside it
+(``<run root>/mlartifacts``), wherever the run was started.
 
 **An unreachable tracking server never stops training and never loses metrics.** Every record
 is first appended to ``<run dir>/mlflow_buffer.jsonl``; records are sent from there, and the
@@ -51,7 +52,20 @@ def default_tracking_uri(run_root: str | Path) -> str:
 
 
 def ui_command(tracking_uri: str) -> str:
+    """How to see the runs: a server's own address, or ``mlflow ui`` over a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser (the tracking server's UI)"
     return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: next to a sqlite store (``<root>/mlartifacts``),
+    not in ``./mlruns`` of whatever folder the run started in; a server or file store decides
+    for itself (None)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts").resolve().as_uri()
 
 
 class Tracker:
@@ -105,7 +119,11 @@ class Tracker:
         client = MlflowClient(tracking_uri=self.tracking_uri)
         if self.run_id is None:
             experiment = client.get_experiment_by_name(self.experiment)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(self.experiment, artifact_location=artifact_location(self.tracking_uri))
+            )
             tags = {"mlflow.runName": self.run_name}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
@@ -177,7 +195,11 @@ def start_parent_run(tracking_uri: str, experiment: str, run_name: str, params: 
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+    )
     run = client.create_run(experiment_id, tags={"mlflow.runName": run_name})
     items = [Param(k, v[:6000]) for k, v in _stringify(params or {}).items()]
     for first in range(0, len(items), 100):
@@ -245,8 +267,17 @@ def _stringify(params: dict[str, Any]) -> dict[str, str]:
 
 def replay(run_dir: str | Path, tracking_uri: str | None = None) -> bool:
     """Send the unsent records of a run directory (after an outage)."""
+    from vdi.errors import InputError
+
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "tracking.json").read_text())
+    if not (run_dir / "tracking.json").is_file():
+        raise InputError(
+            f"{run_dir} is not a run folder (no tracking.json): pass runs/<name> of a run that trained with tracking"
+        )
+    try:
+        meta = json.loads((run_dir / "tracking.json").read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{run_dir / 'tracking.json'} is damaged ({error})") from None
     tracker = Tracker.__new__(Tracker)
     tracker.run_dir, tracker.buffer = run_dir, run_dir / BUFFER_NAME
     tracker.tracking_uri = tracking_uri or meta["tracking_uri"]
@@ -275,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser.add_argument("run_dir")
     replay_parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    ok = replay(args.run_dir, args.tracking_uri)
+    from vdi.errors import user_errors
+
+    try:
+        ok = replay(args.run_dir, args.tracking_uri)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print("all records sent" if ok else "some records could not be sent; they stay in the buffer")
     return 0 if ok else 1
 

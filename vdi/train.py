@@ -145,8 +145,11 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
 
     from vdi.checkpoint import (
         TrainState,
+        check_run_folder,
+        fault_point,
         latest_checkpoint,
         load_checkpoint,
+        move_aside,
         save_checkpoint,
         save_inference_checkpoint,
         set_rng_state,
@@ -161,9 +164,14 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
     ctx = init_distributed(cfg)
     seed_everything(cfg.run.seed)
     run_dir = Path(cfg.run.root) / cfg.run.name
+    restart = check_run_folder(run_dir, cfg)  # every rank, before anything is written
     if ctx.is_main:
+        if restart:
+            print(f"run.restart: the earlier run in {run_dir} was moved to {move_aside(run_dir)}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if ctx.world_size > 1:
+        torch.distributed.barrier()  # no rank looks for checkpoints before a restart moved them
     model = build_vdi_model(cfg)
     train_stream, eval_streams = _streams(
         cfg, ctx.rank, ctx.world_size, model.needs_patches, model.retriever.feature_dim
@@ -233,6 +241,7 @@ def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
                 terms = engine.train_step(batch, epoch, probe_gradients=probe_gradients)
                 batches_done += 1
                 state.global_step += 1
+                fault_point("step")
                 # read (a device sync) only on logged or probed steps; the epoch mean is over those
                 if ctx.is_main and (probe_gradients or state.global_step % cfg.track.log_every_steps == 0):
                     for name, value in terms.diagnostic_values().items():
