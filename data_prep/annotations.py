@@ -251,6 +251,7 @@ def read_activitynet_json(path: str | Path, verbose: bool = True) -> Annotations
             if len(timestamps) != len(sentences):
                 raise ValueError(f"{len(timestamps)} timestamps, {len(sentences)} sentences")
         except (KeyError, TypeError, ValueError):
+            report.read += 1
             report.drop("malformed video entries (no duration / timestamps / sentences lists)", f"video {video_id}")
             continue
         if not math.isfinite(duration) or duration <= 0:
@@ -291,6 +292,7 @@ def read_jsonl(path: str | Path, verbose: bool = True) -> Annotations:
             if not isinstance(raw_moments, list):
                 raise TypeError("moments must be a list")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            report.read += 1
             report.drop('unparsable lines (not {"video", "moments": [...]})', f"line {number}")
             continue
         if duration is not None and (not math.isfinite(duration) or duration <= 0):

@@ -104,7 +104,7 @@ def load_features(folder: str | Path, video_id: str, load_patches: bool = True) 
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             result = {"features": data["features"], "duration": float(data["duration"]), "fps": float(data["fps"])}
             if load_patches and "patches" in data:
                 result["patches"] = data["patches"]
@@ -209,10 +209,9 @@ def extract_features(
     if manifest.exists():
         existing = read_spec(out)
         if existing != spec:
-            raise FeatureError(
-                f"{out} holds features made with {asdict(existing)}; this run asks for {asdict(spec)}: "
-                "use another folder"
-            )
+            old, new = asdict(existing), asdict(spec)
+            differ = ", ".join(f"{key} {old[key]!r} there, {new[key]!r} here" for key in old if old[key] != new[key])
+            raise FeatureError(f"{out} holds features made with other settings ({differ}): use another folder")
     else:
         manifest.write_text(json.dumps(asdict(spec), indent=2))
     summary = ExtractionSummary(requested=len(videos))

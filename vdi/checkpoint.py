@@ -224,7 +224,10 @@ def load_inference_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors of many kinds
         first = (str(error).strip().splitlines() or [""])[0][:160]
-        raise InputError(f"{path} is not a readable vdi checkpoint ({type(error).__name__}: {first})") from None
+        raise InputError(
+            f"{path} is not a readable vdi checkpoint ({type(error).__name__}: {first}); "
+            "use a runs/<name>/best/model.pt written by vdi.train"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != "vdi-retriever":
         raise InputError(f"{path} is not a vdi retriever checkpoint (use runs/<name>/best/model.pt)")
     if payload.get("format_version") != CHECKPOINT_VERSION:

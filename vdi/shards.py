@@ -84,6 +84,11 @@ class ShardManifest:
 
 def read_manifest(split_dir: str | Path) -> ShardManifest:
     path = Path(split_dir) / MANIFEST_NAME
+    if not path.exists() and not Path(split_dir).exists() and Path(split_dir).parent.is_dir():
+        splits = sorted(p.name for p in Path(split_dir).parent.iterdir() if (p / MANIFEST_NAME).is_file())
+        raise ShardError(
+            f"no split '{Path(split_dir).name}' in {Path(split_dir).parent} (its splits: {', '.join(splits) or 'none'})"
+        )
     if not path.exists():
         raise ShardError(
             f"no {MANIFEST_NAME} in {split_dir}; build the split with `python -m data_prep shards ...` "
