@@ -301,3 +301,16 @@ def test_reusing_a_run_name_with_another_architecture_is_refused_before_anything
     moved = move_aside(run_dir)
     assert not run_dir.exists() and (moved / "best" / "model.pt").read_bytes() == b"weights of the earlier run"
     assert moved.name.startswith("mine.replaced-")
+
+
+def test_tracking_prints_a_servers_address_and_keeps_sqlite_artifacts_beside_the_store(tmp_path):
+    from vdi.tracking import artifact_location, ui_command
+
+    assert ui_command("http://mlflow.example:5000") == (
+        "open http://mlflow.example:5000 in a browser (the tracking server's UI)"
+    )
+    assert (
+        ui_command(f"sqlite:///{tmp_path}/mlflow.db") == f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db"
+    )
+    assert artifact_location(f"sqlite:///{tmp_path}/mlflow.db") == (tmp_path / "mlartifacts").as_uri()
+    assert artifact_location("http://mlflow.example:5000") is None

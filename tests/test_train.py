@@ -98,6 +98,13 @@ def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
     assert len(history) == 3
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"config.yaml", "eval.json", "loss_curve.png", "dynamics_probe.png"} <= artifacts
+    # artifacts live beside the sqlite store, not in ./mlruns of the folder the run started in
+    assert runs[0].info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
+    assert list((tmp_path / "mlartifacts").rglob("eval.json"))
+    # what each evaluation scored and skipped is recorded
+    assert test["scored videos"] == 8 and test["skipped shards"] == 0
+    assert result["skipped_shards"] == {"train": [], "test": []}
+    assert "test/skipped_shards" in logged and "data/skipped_shards_train" in logged
     # python -m vdi.evaluate reproduces the training-time metrics of the best checkpoint
     evaluated = subprocess.run(
         [
