@@ -148,3 +148,19 @@ def test_contrastive_loss_matches_reference_loop():
     )
     assert float(video) == pytest.approx(expected_video, rel=1e-5)
     assert float(sentence) == pytest.approx(expected_sentence, rel=1e-5)
+
+
+def test_spatial_dynamic_pairs_of_one_video_are_left_out():
+    """With one m~ per video, two sentences of one video (different actions) have eps^v = 1;
+    counting that pair would pull their Q^d together. Only different-video pairs count."""
+    video = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # sentences 0, 1: video 0; 2: video 1
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # sentence 1 describes another action
+    valid = torch.ones(3, dtype=torch.bool)
+    sentence_video = torch.tensor([0, 0, 1])
+    # different-video ordered pairs: (0,2), (2,0): eps^v 0, eps^q 0; (1,2), (2,1): eps^v 0, eps^q 1
+    assert spatial_dynamic_loss(video, query, valid, sentence_video).item() == pytest.approx(0.5)
+    # every pair (the old form): the same-video pair (0,1) adds (1 - 0)^2 twice over 9 pairs
+    assert spatial_dynamic_loss(video, query, valid).item() == pytest.approx(4 / 9)
+    # a batch with only one video has no pair to compare: the loss is 0, not NaN
+    one = spatial_dynamic_loss(video[:2], query[:2], valid[:2], sentence_video[:2])
+    assert one.item() == 0.0

@@ -80,6 +80,10 @@ class InjectionConfig:
     dropout: float = 0.1
     # Frames the injection modules see: the whole video (paper) or only the annotated moment.
     frames: str = "video"
+    # L^sd pairs (eq. 5, 11): other_videos = only sentences of different videos (the paper's
+    # "different videos (V and V')"; with one m~ per video a same-video pair has eps^v = 1), or
+    # all = every pair, same-video ones included (this toolkit's earlier behaviour).
+    sd_pairs: str = "other_videos"
 
 
 @dataclass
@@ -227,6 +231,7 @@ _CHOICES = {
     "injection.visual_context": ("static", "full", "learned", "none"),
     "injection.spatial_dynamic": ("transformer", "lstm", "none"),
     "injection.frames": ("video", "moment"),
+    "injection.sd_pairs": ("other_videos", "all"),
     "dist.precision": ("auto", "fp32", "bf16", "fp16"),
     "dist.backend": ("auto", "gloo", "nccl"),
 }

@@ -246,7 +246,10 @@ class VDIModel(nn.Module):
                     batch.sentence_video
                 ]
             query_dynamics = self.spatial_dynamic.project_dynamic(dynamic)
-            terms["spatial_dynamic"] = spatial_dynamic_loss(video_dynamics, query_dynamics, batch.has_dynamic)
+            other_videos_only = self.cfg.injection.sd_pairs == "other_videos"
+            terms["spatial_dynamic"] = spatial_dynamic_loss(
+                video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video if other_videos_only else None
+            )
             diagnostics |= spatial_dynamic_diagnostics(
                 video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video
             )

@@ -102,18 +102,27 @@ def visual_context_loss(predicted: torch.Tensor, target: torch.Tensor, valid: to
 
 
 def spatial_dynamic_loss(
-    video_dynamics: torch.Tensor, query_dynamics: torch.Tensor, valid: torch.Tensor
+    video_dynamics: torch.Tensor,
+    query_dynamics: torch.Tensor,
+    valid: torch.Tensor,
+    sentence_video: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. 5 summed over all ordered pairs as in eq. 11: mean of (eps^v_ij - eps^q_ij)^2.
+    """Eq. 5 averaged over ordered pairs as in eq. 11: mean of (eps^v_ij - eps^q_ij)^2.
 
     ``video_dynamics`` [S, D] is m~ of each sample's video (or moment), ``query_dynamics`` [S, D]
-    is FC(x^qd). Pairs where either sample has an empty Q^d are left out.
+    is FC(x^qd). Pairs where either sample has an empty Q^d are left out. With
+    ``sentence_video`` [S] only pairs of sentences of *different* videos count: eq. 5 relates
+    "the spatial dynamic features of different videos (V and V')" (sec. 3.1); with one m~ per
+    video, a same-video pair has eps^v = 1 and would pull together the Q^d of different actions
+    of that video. Without it every pair counts (the diagonal included).
     """
     video = F.normalize(video_dynamics.float(), dim=1)
     query = F.normalize(query_dynamics.float(), dim=1)
     epsilon_video = video @ video.T
     epsilon_query = query @ query.T
     pair_valid = valid[:, None] & valid[None, :]
+    if sentence_video is not None:
+        pair_valid = pair_valid & (sentence_video[:, None] != sentence_video[None, :])
     return masked_mean((epsilon_video - epsilon_query).pow(2), pair_valid)
 
 
