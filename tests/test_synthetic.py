@@ -99,9 +99,9 @@ def test_queries_split_into_static_and_dynamic():
     queries = [q[2] for i in range(100) for q in video_queries(sample_video(1, i, TRAIN_COLOURS, prefix="train"))]
     parsed = QueryParser().parse(queries)
     both = sum(p.has_static and p.has_dynamic for p in parsed) / len(parsed)
-    assert both > 0.88  # en_core_web_sm misparses some ("then a red hoop leaps" is one noun chunk)
+    assert both >= 0.99  # the phrasings avoid words en_core_web_sm reads as nouns ("leaps", "shrinks")
     with_colour = [p for p in parsed if p.has_static and any(c in p.static for c in COLOURS)]
-    assert len(with_colour) / len(parsed) > 0.85  # the static query keeps the object words
+    assert len(with_colour) / len(parsed) >= 0.99  # the static query keeps the object words
 
 
 def test_static_caption_has_no_action():
@@ -193,3 +193,23 @@ def test_main_job_builds_a_missing_world_then_trains(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "best epoch" in output and "ood" in output and "mlflow ui --backend-store-uri" in output
     assert (tmp_path / "runs" / "synthetic" / "best" / "model.pt").exists()
+
+
+def test_the_papers_split_rule_gives_the_intended_split_on_the_worlds_phrasings():
+    """Object phrase entirely in Q^s and action phrase entirely in Q^d for >= 98% of the world's
+    queries (the issue's target; measured 100% over these 1,000+ sentences), with the paper's
+    spaCy rule unchanged: the world's phrasings were chosen for it."""
+    from data_prep.audit import audit_queries
+    from data_prep.synthetic.world import video_query_parts
+    from vdi.text import load_spacy
+
+    nlp = load_spacy("en_core_web_sm")
+    for split, colours, acting in (("train", TRAIN_COLOURS, None), ("ood", list(COLOURS), ["purple", "orange"])):
+        parts = [
+            part
+            for index in range(200)
+            for part in video_query_parts(sample_video(3, index, colours, prefix=split, acting_colours=acting))
+        ]
+        report = audit_queries(split, [p[0] for p in parts], nlp, [(p[1], p[2]) for p in parts])
+        assert report.share(report.intended) >= 98.0, report.lines()
+        assert report.empty_static == 0 and report.empty_dynamic == 0

@@ -54,7 +54,7 @@ def mark_done(out: Path, name: str, key: str, **info) -> dict:
     return data
 
 
-VIDEOS_VERSION = 3  # 3: lossless H.264 (reproducible decoded pixels)
+VIDEOS_VERSION = 4  # 3: lossless H.264 (reproducible decoded pixels); 4: phrasings the Q^s / Q^d rule splits
 
 
 def _render_one(task: tuple) -> tuple[str, str, float, list]:
@@ -190,7 +190,7 @@ def build(
     from data_prep.synthetic.pretrain import CLIP_NAME, pretrain
 
     checkpoint = out / "clip" / f"{CLIP_NAME}.pt"
-    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=3)
+    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=4)  # 4: "teal"
     started = time.perf_counter()
     clip_info = stage_done(out, "clip", key)
     if clip_info is None or not checkpoint.exists():
