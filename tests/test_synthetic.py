@@ -127,7 +127,7 @@ def test_pretrained_checkpoint_loads_as_a_local_clip(tmp_path):
 
 
 @pytest.mark.integration
-def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys):
+def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys, monkeypatch):
     from data_prep.__main__ import main
     from vdi.shards import read_manifest
 
@@ -158,6 +158,20 @@ def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys):
     assert main(args) == 0  # second run: every stage cached
     out = capsys.readouterr().out
     assert "videos: cached" in out and "features: cached" in out and "shards: cached" in out
+    # the main job brings a world built by an older generator up to date, with the world's own settings
+    import data_prep.synthetic.build as world_build
+    from vdi.config import load_config
+    from vdi.launch import ensure_synthetic_world
+
+    cfg = load_config("synthetic", [f"data.shard_root={tmp_path / 'world' / 'shards'}",
+                                    f"model.clip.pretrained={tmp_path / 'world' / 'clip' / 'vdi-synthetic-vit.pt'}"])  # fmt: skip
+    ensure_synthetic_world(cfg)
+    assert "videos: cached" in capsys.readouterr().out  # current: nothing redone
+    monkeypatch.setattr(world_build, "VIDEOS_VERSION", world_build.VIDEOS_VERSION + 1)
+    ensure_synthetic_world(cfg)
+    out = capsys.readouterr().out
+    assert "videos: 23 rendered" in out and "features: cached" not in out and "shards: cached" not in out
+    assert read_manifest(tmp_path / "world" / "shards" / "train").num_videos == 14
 
 
 @pytest.mark.integration

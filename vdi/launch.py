@@ -23,19 +23,28 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def ensure_synthetic_world(cfg: Config, verbose: bool = True) -> None:
-    """Build the embedded synthetic world when the config uses it and its shards are missing."""
+    """Build the embedded synthetic world when the config uses it and it is missing, and bring an
+    existing one up to date with the generator (each stage is redone only when its inputs or
+    the code version it was built with changed; a current world costs a few file reads)."""
     if cfg.data.dataset != "synthetic":
         return
-    shard_root = Path(cfg.data.shard_root)
-    splits = [cfg.data.train_split, *cfg.data.eval_splits]
-    checkpoint = Path(cfg.model.clip.pretrained or "")
-    if all((shard_root / s / "manifest.json").exists() for s in splits) and checkpoint.is_file():
-        return
-    world = shard_root.parent
-    if verbose:
-        print(f"synthetic world not found under {world}: building it (python -m data_prep synthetic --out {world})")
+    import json
+
     from data_prep.synthetic.build import build
 
+    shard_root = Path(cfg.data.shard_root)
+    world = shard_root.parent
+    splits = [cfg.data.train_split, *cfg.data.eval_splits]
+    checkpoint = Path(cfg.model.clip.pretrained or "")
+    present = all((shard_root / s / "manifest.json").exists() for s in splits) and checkpoint.is_file()
+    info = world / "world.json"
+    settings = json.loads(info.read_text()).get("settings") if info.exists() else None
+    if present and settings is not None:
+        build(world, **settings, verbose=verbose)  # stage markers only, unless the generator changed
+        return
+    if verbose:
+        reason = "not found" if not present else "built by an older vdi (no recorded settings)"
+        print(f"synthetic world {reason} under {world}: building it (python -m data_prep synthetic --out {world})")
     build(world, verbose=verbose)
 
 

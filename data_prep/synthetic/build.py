@@ -297,6 +297,15 @@ def build(
                     **{k: v for k, v in clip_info.items() if k != "key"},
                 },
                 "shards": str(shard_root),
+                # what to rebuild it with when the generator changes (vdi.launch.ensure_synthetic_world)
+                "settings": {
+                    "total_videos": total_videos,
+                    "seed": seed,
+                    "ood_colours": ood_colours,
+                    "pretrain_steps": pretrain_steps,
+                    "pretrain_warmup_steps": pretrain_warmup_steps,
+                    "fps": fps,
+                },
                 "last_stage_seconds": timings,
             },
             indent=2,
