@@ -127,6 +127,9 @@ def test_pretrained_checkpoint_loads_as_a_local_clip(tmp_path):
 
 
 @pytest.mark.integration
+CLIP_FILE = "vdi-synthetic-vit.pt"
+
+
 def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys, monkeypatch):
     from data_prep.__main__ import main
     from vdi.shards import read_manifest
@@ -163,8 +166,9 @@ def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys, monkey
     from vdi.config import load_config
     from vdi.launch import ensure_synthetic_world
 
-    cfg = load_config("synthetic", [f"data.shard_root={tmp_path / 'world' / 'shards'}",
-                                    f"model.clip.pretrained={tmp_path / 'world' / 'clip' / 'vdi-synthetic-vit.pt'}"])  # fmt: skip
+    world_dir = tmp_path / "world"
+    overrides = [f"data.shard_root={world_dir / 'shards'}", f"model.clip.pretrained={world_dir / 'clip' / CLIP_FILE}"]
+    cfg = load_config("synthetic", overrides)
     ensure_synthetic_world(cfg)
     assert "videos: cached" in capsys.readouterr().out  # current: nothing redone
     monkeypatch.setattr(world_build, "VIDEOS_VERSION", world_build.VIDEOS_VERSION + 1)
