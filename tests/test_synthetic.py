@@ -126,10 +126,10 @@ def test_pretrained_checkpoint_loads_as_a_local_clip(tmp_path):
     torch.testing.assert_close(loaded.visual.proj, model.visual.proj)
 
 
-@pytest.mark.integration
 CLIP_FILE = "vdi-synthetic-vit.pt"
 
 
+@pytest.mark.integration
 def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys, monkeypatch):
     from data_prep.__main__ import main
     from vdi.shards import read_manifest
