@@ -24,8 +24,9 @@ def _text_grad(model, term):
     return sum(float(g.abs().sum()) for g in grads)
 
 
-def test_injection_losses_send_gradient_to_the_text_encoder():
-    _, model, batch = _model_and_batch()
+@pytest.mark.parametrize("form", ["paper", "contrastive"])
+def test_injection_losses_send_gradient_to_the_text_encoder(form):
+    _, model, batch = _model_and_batch([f"injection.vc_form={form}", f"injection.sd_form={form}"])
     terms = model(batch)
     assert _text_grad(model, terms.terms["visual_context"]) > 0
     assert _text_grad(model, terms.terms["spatial_dynamic"]) > 0
@@ -164,3 +165,27 @@ def test_spatial_dynamic_pairs_of_one_video_are_left_out():
     # a batch with only one video has no pair to compare: the loss is 0, not NaN
     one = spatial_dynamic_loss(video[:2], query[:2], valid[:2], sentence_video[:2])
     assert one.item() == 0.0
+
+
+def test_contrastive_injection_loss_cannot_be_solved_by_a_constant_target():
+    """The variant of eq. 2 / 5: matched targets give a low loss, a collapsed (constant) target
+    gives exactly log(N), and sentences sharing their video's m~ are not each other's negatives."""
+    import math
+
+    from vdi.losses import contrastive_injection_loss
+
+    torch.manual_seed(0)
+    query = torch.randn(6, 8)
+    valid = torch.ones(6, dtype=torch.bool)
+    matched = contrastive_injection_loss(query, query * 2, valid, tau=0.1)
+    constant = contrastive_injection_loss(query, torch.ones(6, 8), valid, tau=0.1)
+    assert matched.item() < 0.1 and constant.item() == pytest.approx(math.log(6), abs=1e-5)
+    shuffled = contrastive_injection_loss(query, query.roll(1, 0), valid, tau=0.1)
+    assert shuffled.item() > constant.item()
+    # sentences 0 and 1 share a target (one video's m~): neither is the other's negative
+    target = torch.cat([query[:1], query[:1], query[2:]])
+    video = torch.tensor([0, 0, 1, 2, 3, 4])
+    shared = contrastive_injection_loss(query, target, valid, 0.1, video[:, None] == video[None, :])
+    unmasked = contrastive_injection_loss(query, target, valid, 0.1)
+    assert shared.item() < unmasked.item()
+    assert contrastive_injection_loss(query, target, torch.zeros(6, dtype=torch.bool), 0.1).item() == 0.0

@@ -84,6 +84,11 @@ class InjectionConfig:
     # "different videos (V and V')"; with one m~ per video a same-video pair has eps^v = 1), or
     # all = every pair, same-video ones included (this toolkit's earlier behaviour).
     sd_pairs: str = "other_videos"
+    # Loss forms: paper = eq. 2 (L^vc) and eq. 5 (L^sd); contrastive = this toolkit's InfoNCE
+    # variant (each FC(x^qd) must pick its own video-side target among the batch's), which a
+    # constant target cannot solve (the paper's forms collapse on the synthetic world: README).
+    vc_form: str = "paper"
+    sd_form: str = "paper"
 
 
 @dataclass
@@ -104,6 +109,8 @@ class LossConfig:
     max_iou: float = 1.0
     tau_video: float = 0.1
     tau_sentence: float = 0.1
+    # Temperature of the contrastive injection variants (injection.vc_form / sd_form).
+    tau_injection: float = 0.1
     margin: float = 0.4
     # Same-video proposals with GT IoU below this are sentence-anchored negatives.
     negative_video_iou: float = 0.5
@@ -232,6 +239,8 @@ _CHOICES = {
     "injection.spatial_dynamic": ("transformer", "lstm", "none"),
     "injection.frames": ("video", "moment"),
     "injection.sd_pairs": ("other_videos", "all"),
+    "injection.vc_form": ("paper", "contrastive"),
+    "injection.sd_form": ("paper", "contrastive"),
     "dist.precision": ("auto", "fp32", "bf16", "fp16"),
     "dist.backend": ("auto", "gloo", "nccl"),
 }
@@ -336,6 +345,7 @@ _RANGES: list[tuple[str, float, float, bool]] = [
     ("optim.grad_clip", 0, math.inf, False),
     ("optim.freeze_text_epochs", 0, math.inf, True),
     ("eval.nms_threshold", 0, 1, False),
+    ("loss.tau_injection", 0, math.inf, False),
     ("eval.contrastive_power", 0, math.inf, False),
     ("eval.patience", 0, math.inf, True),
     ("data.shuffle_buffer", 1, math.inf, True),

@@ -25,6 +25,7 @@ from vdi.errors import InputError
 from vdi.losses import (
     LossTerms,
     candidate_iou_targets,
+    contrastive_injection_loss,
     contrastive_loss,
     iou_loss,
     loss_weights,
@@ -228,7 +229,10 @@ class VDIModel(nn.Module):
                 probe, batch.video_features[batch.sentence_video], frame_valid, dynamic
             )
             valid = batch.has_dynamic & (batch.has_static if self.cfg.injection.visual_context == "static" else True)
-            terms["visual_context"] = visual_context_loss(predicted, context, valid)
+            if self.cfg.injection.vc_form == "contrastive":
+                terms["visual_context"] = contrastive_injection_loss(predicted, context, valid, loss_cfg.tau_injection)
+            else:
+                terms["visual_context"] = visual_context_loss(predicted, context, valid)  # eq. 2
             diagnostics |= visual_context_diagnostics(predicted, context, valid)
         if self.spatial_dynamic is not None:
             assert dynamic is not None
@@ -246,10 +250,23 @@ class VDIModel(nn.Module):
                     batch.sentence_video
                 ]
             query_dynamics = self.spatial_dynamic.project_dynamic(dynamic)
-            other_videos_only = self.cfg.injection.sd_pairs == "other_videos"
-            terms["spatial_dynamic"] = spatial_dynamic_loss(
-                video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video if other_videos_only else None
-            )
+            if self.cfg.injection.sd_form == "contrastive":
+                same_video = batch.sentence_video[:, None] == batch.sentence_video[None, :]
+                terms["spatial_dynamic"] = contrastive_injection_loss(
+                    query_dynamics,
+                    video_dynamics,
+                    batch.has_dynamic,
+                    loss_cfg.tau_injection,
+                    None if moment_frames else same_video,  # one m~ per video is shared by its sentences
+                )
+            else:
+                other_videos_only = self.cfg.injection.sd_pairs == "other_videos"
+                terms["spatial_dynamic"] = spatial_dynamic_loss(  # eq. 5
+                    video_dynamics,
+                    query_dynamics,
+                    batch.has_dynamic,
+                    batch.sentence_video if other_videos_only else None,
+                )
             diagnostics |= spatial_dynamic_diagnostics(
                 video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video
             )

@@ -126,6 +126,31 @@ def spatial_dynamic_loss(
     return masked_mean((epsilon_video - epsilon_query).pow(2), pair_valid)
 
 
+def contrastive_injection_loss(
+    query: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    tau: float,
+    same_target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The contrastive form of an injection loss (this toolkit's variant, not the paper's): each
+    valid sentence's FC(x^qd) [S, D] must pick its own video-side target [S, D] (x~ for L^vc, m~
+    for L^sd) among the batch's valid targets by cosine / ``tau`` (InfoNCE). Unlike eq. 2 and 5 it
+    cannot be solved by a constant target: a collapsed target makes every candidate equal and
+    the loss log(N). ``same_target`` [S, S] marks candidates that are the positive's own target
+    under another name (sentences of one video share m~); they are left out as negatives."""
+    rows = valid.nonzero().flatten()
+    if rows.numel() < 2:
+        return query.sum() * 0.0  # nothing to contrast; keeps the graph
+    q = F.normalize(query[rows].float(), dim=1)
+    k = F.normalize(target[rows].float(), dim=1)
+    logits = q @ k.T / tau
+    if same_target is not None:
+        duplicate = same_target[rows][:, rows] & ~torch.eye(rows.numel(), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(duplicate, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(rows.numel(), device=logits.device))
+
+
 @torch.no_grad()
 def feature_spread(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean per-dimension standard deviation across the valid rows of [S, D] (0 with < 2 rows):
@@ -220,6 +245,7 @@ def loss_weights(cfg: LossConfig, epoch: int, visual_context_on: bool, spatial_d
 __all__ = [
     "LossTerms",
     "candidate_iou_targets",
+    "contrastive_injection_loss",
     "contrastive_loss",
     "iou_loss",
     "loss_weights",
