@@ -202,9 +202,9 @@ class VDIModel(nn.Module):
         else:
             query, static, dynamic = self.encode_text(batch)
         output = self.retriever.retrieve(batch.video_features, query, batch.sentence_video)
-        head = self.retriever.head
-        sentence_durations = batch.sentence_durations
-        target_iou = candidate_iou_targets(self.grid, head.num_clips, sentence_durations, batch.moments)
+        target_iou = candidate_iou_targets(
+            self.grid, self.retriever.head.num_clips, batch.sentence_durations, batch.moments
+        )
         loss_cfg = self.cfg.loss
         terms: dict[str, torch.Tensor] = {
             "iou": iou_loss(output.scores.iou, target_iou, loss_cfg.min_iou, loss_cfg.max_iou)
@@ -218,60 +218,82 @@ class VDIModel(nn.Module):
             loss_cfg,
         )
         diagnostics: dict[str, torch.Tensor] = {}
-        moment_frames = self.cfg.injection.frames == "moment"
         frame_valid = None
-        if moment_frames and (self.visual_context_on or self.spatial_dynamic_on):
-            frame_valid = moment_frame_mask(batch.moments, sentence_durations, batch.video_features.shape[1])
+        if self.cfg.injection.frames == "moment" and (self.visual_context_on or self.spatial_dynamic_on):
+            frame_valid = moment_frame_mask(batch.moments, batch.sentence_durations, batch.video_features.shape[1])
         if self.visual_context is not None:
             assert dynamic is not None
-            probe = {"static": static, "full": query, "learned": None}[self.cfg.injection.visual_context]
-            predicted, context = self.visual_context(
-                probe, batch.video_features[batch.sentence_video], frame_valid, dynamic
-            )
-            valid = batch.has_dynamic & (batch.has_static if self.cfg.injection.visual_context == "static" else True)
-            if self.cfg.injection.vc_form == "contrastive":
-                terms["visual_context"] = contrastive_injection_loss(predicted, context, valid, loss_cfg.tau_injection)
-            else:
-                terms["visual_context"] = visual_context_loss(predicted, context, valid)  # eq. 2
-            diagnostics |= visual_context_diagnostics(predicted, context, valid)
+            terms["visual_context"] = self._visual_context_term(batch, query, static, dynamic, frame_valid, diagnostics)
         if self.spatial_dynamic is not None:
             assert dynamic is not None
-            if batch.patch_features is None:
-                raise InputError("L^sd is on but the batch has no patch tokens (data.load_patches=false?)")
-            if moment_frames:
-                video_dynamics = self.spatial_dynamic.video_dynamics(
-                    batch.video_features[batch.sentence_video],
-                    batch.patch_features[batch.sentence_video],
-                    frame_valid,
-                )
-            else:
-                # One m~ per video, shared by its sentences (the paper's "spatial dynamic feature of the video").
-                video_dynamics = self.spatial_dynamic.video_dynamics(batch.video_features, batch.patch_features, None)[
-                    batch.sentence_video
-                ]
-            query_dynamics = self.spatial_dynamic.project_dynamic(dynamic)
-            if self.cfg.injection.sd_form == "contrastive":
-                same_video = batch.sentence_video[:, None] == batch.sentence_video[None, :]
-                terms["spatial_dynamic"] = contrastive_injection_loss(
-                    query_dynamics,
-                    video_dynamics,
-                    batch.has_dynamic,
-                    loss_cfg.tau_injection,
-                    None if moment_frames else same_video,  # one m~ per video is shared by its sentences
-                )
-            else:
-                other_videos_only = self.cfg.injection.sd_pairs == "other_videos"
-                terms["spatial_dynamic"] = spatial_dynamic_loss(  # eq. 5
-                    video_dynamics,
-                    query_dynamics,
-                    batch.has_dynamic,
-                    batch.sentence_video if other_videos_only else None,
-                )
-            diagnostics |= spatial_dynamic_diagnostics(
-                video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video
-            )
+            terms["spatial_dynamic"] = self._spatial_dynamic_term(batch, dynamic, frame_valid, diagnostics)
         weights = loss_weights(loss_cfg, epoch, self.visual_context_on, self.spatial_dynamic_on)
         return LossTerms(terms, weights, diagnostics)
+
+    def _visual_context_term(
+        self,
+        batch: Batch,
+        query: torch.Tensor,
+        static: torch.Tensor | None,
+        dynamic: torch.Tensor,
+        frame_valid: torch.Tensor | None,
+        diagnostics: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """L^vc (eq. 1-2, or its contrastive form); adds its diagnostics to ``diagnostics``."""
+        assert self.visual_context is not None
+        mode = self.cfg.injection.visual_context
+        probe = {"static": static, "full": query, "learned": None}[mode]
+        predicted, context = self.visual_context(
+            probe, batch.video_features[batch.sentence_video], frame_valid, dynamic
+        )
+        valid = batch.has_dynamic & (batch.has_static if mode == "static" else True)
+        if self.cfg.injection.vc_form == "contrastive":
+            loss = contrastive_injection_loss(predicted, context, valid, self.cfg.loss.tau_injection)
+        else:
+            loss = visual_context_loss(predicted, context, valid)  # eq. 2
+        diagnostics |= visual_context_diagnostics(predicted, context, valid)
+        return loss
+
+    def _spatial_dynamic_term(
+        self,
+        batch: Batch,
+        dynamic: torch.Tensor,
+        frame_valid: torch.Tensor | None,
+        diagnostics: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """L^sd (eq. 3-5, or its contrastive form); adds its diagnostics to ``diagnostics``."""
+        assert self.spatial_dynamic is not None
+        if batch.patch_features is None:
+            raise InputError("L^sd is on but the batch has no patch tokens (data.load_patches=false?)")
+        moment_frames = frame_valid is not None
+        if moment_frames:
+            video_dynamics = self.spatial_dynamic.video_dynamics(
+                batch.video_features[batch.sentence_video], batch.patch_features[batch.sentence_video], frame_valid
+            )
+        else:
+            # One m~ per video, shared by its sentences (the paper's "spatial dynamic feature of the video").
+            video_dynamics = self.spatial_dynamic.video_dynamics(batch.video_features, batch.patch_features, None)[
+                batch.sentence_video
+            ]
+        query_dynamics = self.spatial_dynamic.project_dynamic(dynamic)
+        if self.cfg.injection.sd_form == "contrastive":
+            same_video = batch.sentence_video[:, None] == batch.sentence_video[None, :]
+            loss = contrastive_injection_loss(
+                query_dynamics,
+                video_dynamics,
+                batch.has_dynamic,
+                self.cfg.loss.tau_injection,
+                None if moment_frames else same_video,  # one m~ per video is shared by its sentences
+            )
+        else:
+            other_videos_only = self.cfg.injection.sd_pairs == "other_videos"
+            loss = spatial_dynamic_loss(  # eq. 5
+                video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video if other_videos_only else None
+            )
+        diagnostics |= spatial_dynamic_diagnostics(
+            video_dynamics, query_dynamics, batch.has_dynamic, batch.sentence_video
+        )
+        return loss
 
 
 def text_gradient_norms(model: VDIModel, terms: LossTerms) -> dict[str, torch.Tensor]:

@@ -139,237 +139,403 @@ def _evaluate(
     return results
 
 
-def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
-    """Train (or resume) the run ``cfg.run.root / cfg.run.name``; returns its final metrics."""
-    from tqdm import tqdm
+class _Throughput:
+    """Videos and queries per second over the steps since the last log line (all ranks)."""
 
-    from vdi.checkpoint import (
-        TrainState,
-        check_run_folder,
-        fault_point,
-        latest_checkpoint,
-        load_checkpoint,
-        move_aside,
-        save_checkpoint,
-        save_inference_checkpoint,
-        set_rng_state,
-    )
-    from vdi.engine import TrainingEngine, init_distributed
-    from vdi.evaluate import flat_metrics, print_table
-    from vdi.injection import build_vdi_model
-    from vdi.tracking import Tracker, default_tracking_uri, ui_command, write_tracking_meta
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.reset()
 
-    started = time.perf_counter()
-    cfg = pin_paths(cfg)  # the saved config must not depend on the folder this run started in
-    ctx = init_distributed(cfg)
-    seed_everything(cfg.run.seed)
-    run_dir = Path(cfg.run.root) / cfg.run.name
-    restart = check_run_folder(run_dir, cfg)  # every rank, before anything is written
-    if ctx.is_main:
-        if restart:
-            print(f"run.restart: the earlier run in {run_dir} was moved to {move_aside(run_dir)}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    if ctx.world_size > 1:
-        torch.distributed.barrier()  # no rank looks for checkpoints before a restart moved them
-    model = build_vdi_model(cfg)
-    train_stream, eval_streams = _streams(
-        cfg, ctx.rank, ctx.world_size, model.needs_patches, model.retriever.feature_dim
-    )
-    if ctx.is_main:
+    def reset(self) -> None:
+        self.start, self.videos, self.queries = time.perf_counter(), 0, 0
+
+    def add(self, batch) -> None:
+        self.videos += batch.num_videos * self.world_size
+        self.queries += batch.num_sentences * self.world_size
+
+    def rates(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.start
+        return {"speed/videos_per_s": self.videos / elapsed, "speed/queries_per_s": self.queries / elapsed}
+
+
+class _EpochLog:
+    """What one epoch accumulates for its end-of-epoch line: truncated queries and the injection
+    diagnostics read on logged or probed steps."""
+
+    def __init__(self) -> None:
+        self.truncated = 0  # queries cut at the text tower's context length this epoch
+        self.diagnostics: dict[str, list[float]] = {}
+
+    def means(self) -> dict[str, float]:
+        return {f"epoch/inject/{k}": sum(v) / len(v) for k, v in self.diagnostics.items() if v}
+
+
+class Trainer:
+    """One training run's parts (torchtitan's Trainer, torchtune's recipe): the constructor builds
+    the context, model, streams, engine and tracker and restores state; ``train()`` runs the epochs
+    through ``train_epoch``, ``evaluate``, ``save_best``, ``save_checkpoint`` and ``finish``.
+
+    Every rank builds one; rank 0 alone writes files, tracks and prints."""
+
+    def __init__(self, cfg: Config, on_eval: EvalCallback | None = None) -> None:
+        from vdi.engine import TrainingEngine, init_distributed
+        from vdi.injection import build_vdi_model
+
+        self.started = time.perf_counter()
+        self.cfg = cfg = pin_paths(cfg)  # the saved config must not depend on the folder this run started in
+        self.on_eval = on_eval
+        self.ctx = init_distributed(cfg)
+        seed_everything(cfg.run.seed)
+        self.run_dir = Path(cfg.run.root) / cfg.run.name
+        self._prepare_run_folder()
+        self.model = build_vdi_model(cfg)
+        self.train_stream, self.eval_streams = _streams(
+            cfg, self.ctx.rank, self.ctx.world_size, self.model.needs_patches, self.model.retriever.feature_dim
+        )
+        self._print_data()
+        self.engine = TrainingEngine(self.model, cfg, self.ctx)
+        self.state = self._restore()
+        self.tracking_uri, self.tracker = self._start_tracker()
+        self.stop = _StopFlag()
+        self.step_log: list[dict] = []
+        self.verified = 0  # sync-checked steps since the last report
+
+    @property
+    def is_main(self) -> bool:
+        return self.ctx.is_main
+
+    def _prepare_run_folder(self) -> None:
+        from vdi.checkpoint import check_run_folder, move_aside
+
+        restart = check_run_folder(self.run_dir, self.cfg)  # every rank, before anything is written
+        if self.is_main:
+            if restart:
+                print(f"run.restart: the earlier run in {self.run_dir} was moved to {move_aside(self.run_dir)}")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+        if self.ctx.world_size > 1:
+            torch.distributed.barrier()  # no rank looks for checkpoints before a restart moved them
+
+    def _print_data(self) -> None:
+        if not self.is_main:
+            return
+        cfg = self.cfg
         print(
-            f"data: train {train_stream.num_videos} videos; "
-            + ", ".join(f"{split} {stream.num_videos} videos" for split, stream in eval_streams.items())
+            f"data: train {self.train_stream.num_videos} videos; "
+            + ", ".join(f"{split} {stream.num_videos} videos" for split, stream in self.eval_streams.items())
         )
         if cfg.eval.select_split != cfg.data.val_split:
             print(
                 f"warning: checkpoints are selected on '{cfg.eval.select_split}', not on a validation split: its "
                 "numbers are optimistic; set data.val_fraction (and eval.select_split=val) to select on held-out videos"
             )
-    engine = TrainingEngine(model, cfg, ctx)
-    state = TrainState(world_size=ctx.world_size)
-    checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else None
-    if checkpoint is not None:
-        state, model_state, optimizer_state, rng = load_checkpoint(checkpoint, ctx.rank, ctx.world_size)
-        engine.module.load_state_dict(model_state)
-        engine.load_optimizer_state(optimizer_state)
-        set_rng_state(rng)
-        if ctx.is_main:
-            print(f"resuming from {checkpoint} (epoch {state.epoch}, batch {state.loader.batches_done})")
-    tracking_uri = cfg.track.tracking_uri or default_tracking_uri(cfg.run.root)
-    tracker = Tracker(
-        run_dir,
-        tracking_uri,
-        cfg.track.experiment,
-        cfg.run.name,
-        params=flatten(cfg) | {"world_size": ctx.world_size},
-        parent_run_id=cfg.track.parent_run_id,
-        enabled=cfg.track.enabled and ctx.is_main,
-    )
-    if ctx.is_main:
-        write_tracking_meta(run_dir, tracking_uri, cfg.track.experiment, cfg.run.name, cfg.track.parent_run_id)
-        tracker.log_artifact(run_dir / "config.yaml")
-    stop = _StopFlag()
-    stop.install()
-    step_log: list[dict] = []
-    status = "finished"
-    verified = 0
-    try:
-        for epoch in range(state.epoch, cfg.optim.max_epochs + 1):
-            if cfg.eval.patience and state.epochs_without_improvement >= cfg.eval.patience:
-                if ctx.is_main:
-                    print(f"early stop: {cfg.eval.patience} epochs without improvement of {cfg.eval.select_metric}")
-                break
-            head_lr, text_lr = engine.start_epoch(epoch)
-            start_batch = state.loader.batches_done if state.loader.epoch == epoch else 0
-            train_stream.set_epoch(epoch, start_batch)
-            bar = tqdm(
-                total=train_stream.batches_per_epoch,
-                initial=start_batch,
-                desc=f"epoch {epoch}/{cfg.optim.max_epochs}",
-                disable=not ctx.is_main,
-                leave=False,
-            )
-            window_start, window_videos, window_queries = time.perf_counter(), 0, 0
-            batches_done = start_batch
-            truncated = 0  # queries cut at the text tower's context length this epoch
-            epoch_diagnostics: dict[str, list[float]] = {}  # injection diagnostics of the read steps
-            for batch in make_loader(train_stream, cfg.data.num_workers):
-                truncated += batch.truncated
-                every = cfg.track.diagnostics_every_steps
-                probe_gradients = every > 0 and (state.global_step + 1) % every == 0
-                terms = engine.train_step(batch, epoch, probe_gradients=probe_gradients)
-                batches_done += 1
-                state.global_step += 1
-                fault_point("step")
-                # read (a device sync) only on logged or probed steps; the epoch mean is over those
-                if ctx.is_main and (probe_gradients or state.global_step % cfg.track.log_every_steps == 0):
-                    for name, value in terms.diagnostic_values().items():
-                        epoch_diagnostics.setdefault(name, []).append(value)
-                state.loader = LoaderState(epoch, batches_done)
-                window_videos += batch.num_videos * ctx.world_size
-                window_queries += batch.num_sentences * ctx.world_size
-                bar.update(1)
-                if cfg.dist.verify_sync_steps and state.global_step % cfg.dist.verify_sync_steps == 0:
-                    verified += _verify_sync(engine.module, batch.video_ids, ctx.world_size, state.global_step)
-                if ctx.is_main and state.global_step % cfg.track.log_every_steps == 0:
-                    elapsed = time.perf_counter() - window_start
-                    values = {f"loss/{k}": v for k, v in terms.detached().items()}
-                    values |= {f"inject/{k}": v for k, v in terms.diagnostic_values().items()}
-                    values |= {"lr/head": head_lr, "lr/text": text_lr}
-                    values |= {
-                        "speed/videos_per_s": window_videos / elapsed,
-                        "speed/queries_per_s": window_queries / elapsed,
-                    }
-                    tracker.log_metrics(values, state.global_step)
-                    tracker.flush()
-                    step_log.append({"step": state.global_step, **values})
-                    bar.set_postfix(loss=f"{values['loss/total']:.3f}")
-                    window_start, window_videos, window_queries = time.perf_counter(), 0, 0
-                if _any_rank(stop.signal is not None, ctx.world_size):
-                    break
-            bar.close()
-            if _any_rank(stop.signal is not None, ctx.world_size):
-                save_checkpoint(
-                    run_dir, state, engine.module.state_dict(), engine.optimizer_state(), ctx.rank, ctx.world_size
-                )
-                status = "preempted"
-                if ctx.is_main:
-                    print(
-                        f"stopped by signal at epoch {epoch}, batch {batches_done}: checkpoint saved, resume to finish"
-                    )
-                break
-            if verified and ctx.is_main:
-                print(
-                    f"sync check: parameters identical and videos disjoint across {ctx.world_size} ranks "
-                    f"after each of {verified} checked steps"
-                )
-                verified = 0
-            # end of epoch: evaluate, select, checkpoint
-            engine.sync_buffers()
-            results = _evaluate(engine.module.retriever, eval_streams, list(cfg.data.eval_splits), cfg, ctx)
-            flat = flat_metrics(results) if ctx.is_main else {}
-            selected = None
-            if ctx.is_main:
-                key = f"{cfg.eval.select_split}/{cfg.eval.select_metric}"
-                if key not in flat:
-                    raise ConfigError(
-                        f"eval.select_split/select_metric '{key}' is not among the metrics {sorted(flat)}"
-                    )
-                selected = flat[key]
-            selected = _broadcast(selected, ctx.world_size)
-            improved = state.best_metric is None or selected > state.best_metric
-            if improved:
-                state.best_metric, state.best_epoch, state.epochs_without_improvement = selected, epoch, 0
-                if ctx.is_main:
-                    manifest = train_stream.manifest
-                    save_inference_checkpoint(
-                        run_dir / "best" / "model.pt",
-                        engine.module.retriever.state_dict(),
-                        to_dict(cfg),
-                        flat,
-                        epoch,
-                        {
-                            "feature_fps": manifest.fps,
-                            "max_train_duration": manifest.max_duration,
-                            "clip_weights": manifest.encoder.weights,  # the Predictor checks its visual tower
-                        },
-                    )
-            else:
-                state.epochs_without_improvement += 1
-            state.history.append({"epoch": epoch, **flat})
-            state.epoch, state.loader = epoch + 1, LoaderState(epoch + 1, 0)
-            save_checkpoint(
-                run_dir, state, engine.module.state_dict(), engine.optimizer_state(), ctx.rank, ctx.world_size
-            )
-            if ctx.is_main:
-                epoch_means = {f"epoch/inject/{k}": sum(v) / len(v) for k, v in epoch_diagnostics.items() if v}
-                counts = {"epoch": epoch, "data/truncated_queries": truncated}
-                counts["data/skipped_shards_train"] = len(train_stream.skipped)
-                tracker.log_metrics(flat | epoch_means | counts, state.global_step)
-                if truncated:
-                    print(f"epoch {epoch}: {truncated} queries were longer than the text context and were truncated")
-                tracker.flush()
-                shown = ("/R1@0.5", "/R1@0.7", "/mIoU", "/gain R1@0.5")
-                summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if k.endswith(shown))
-                print(f"epoch {epoch}: {summary}")
-                if on_eval is not None:
-                    on_eval(epoch, flat)
-        final = _finish(
-            cfg,
-            ctx,
-            engine,
-            eval_streams,
-            state,
-            run_dir,
-            tracker,
-            step_log,
-            status,
-            started,
-            stop.signal,
-            train_skipped=train_stream.skipped,
+
+    def _restore(self):
+        from vdi.checkpoint import TrainState, latest_checkpoint, load_checkpoint, set_rng_state
+
+        state = TrainState(world_size=self.ctx.world_size)
+        checkpoint = latest_checkpoint(self.run_dir) if self.cfg.run.resume else None
+        if checkpoint is not None:
+            state, model_state, optimizer_state, rng = load_checkpoint(checkpoint, self.ctx.rank, self.ctx.world_size)
+            self.engine.module.load_state_dict(model_state)
+            self.engine.load_optimizer_state(optimizer_state)
+            set_rng_state(rng)
+            if self.is_main:
+                print(f"resuming from {checkpoint} (epoch {state.epoch}, batch {state.loader.batches_done})")
+        return state
+
+    def _start_tracker(self):
+        from vdi.tracking import Tracker, default_tracking_uri, write_tracking_meta
+
+        cfg = self.cfg
+        tracking_uri = cfg.track.tracking_uri or default_tracking_uri(cfg.run.root)
+        tracker = Tracker(
+            self.run_dir,
+            tracking_uri,
+            cfg.track.experiment,
+            cfg.run.name,
+            params=flatten(cfg) | {"world_size": self.ctx.world_size},
+            parent_run_id=cfg.track.parent_run_id,
+            enabled=cfg.track.enabled and self.is_main,
         )
-    except SystemExit as stop_request:
-        # a caller stopping the run on purpose (e.g. Ray Tune's scheduler exits a trial's thread
-        # from on_eval) is not a failure: the run is KILLED, its checkpoints stay resumable
-        if ctx.is_main:
-            tracker.finish("KILLED" if stop_request.code in (0, None) else "FAILED")
-        raise
-    except BaseException:
-        if ctx.is_main:
-            tracker.finish("FAILED")
-        raise
-    finally:
-        stop.restore()
-    if ctx.is_main:
-        tracker.finish("FINISHED" if status == "finished" else "KILLED")
-        if status == "finished":
-            print_table(
-                final["results"],
-                title=f"best epoch {state.best_epoch} ({cfg.eval.select_split} {cfg.eval.select_metric})",
+        if self.is_main:
+            write_tracking_meta(self.run_dir, tracking_uri, cfg.track.experiment, cfg.run.name, cfg.track.parent_run_id)
+            tracker.log_artifact(self.run_dir / "config.yaml")
+        return tracking_uri, tracker
+
+    def state_dict(self) -> dict:
+        """What a training checkpoint holds besides the RNG streams: the loop's state, the model's
+        and the optimiser's."""
+        return {
+            "state": self.state,
+            "model": self.engine.module.state_dict(),
+            "optimizer": self.engine.optimizer_state(),
+        }
+
+    def save_checkpoint(self) -> None:
+        from vdi.checkpoint import save_checkpoint
+
+        parts = self.state_dict()
+        save_checkpoint(
+            self.run_dir, parts["state"], parts["model"], parts["optimizer"], self.ctx.rank, self.ctx.world_size
+        )
+
+    def _stopping(self) -> bool:
+        return _any_rank(self.stop.signal is not None, self.ctx.world_size)
+
+    def train_step(self, batch, epoch: int, epoch_log: _EpochLog) -> dict:
+        """One optimiser step; returns the loss terms' values on logged steps (else {})."""
+        from vdi.checkpoint import fault_point
+
+        cfg, state = self.cfg, self.state
+        epoch_log.truncated += batch.truncated
+        every = cfg.track.diagnostics_every_steps
+        probe_gradients = every > 0 and (state.global_step + 1) % every == 0
+        terms = self.engine.train_step(batch, epoch, probe_gradients=probe_gradients)
+        state.global_step += 1
+        fault_point("step")
+        logged = state.global_step % cfg.track.log_every_steps == 0
+        # read (a device sync) only on logged or probed steps; the epoch mean is over those
+        if self.is_main and (probe_gradients or logged):
+            for name, value in terms.diagnostic_values().items():
+                epoch_log.diagnostics.setdefault(name, []).append(value)
+        if cfg.dist.verify_sync_steps and state.global_step % cfg.dist.verify_sync_steps == 0:
+            self.verified += _verify_sync(self.engine.module, batch.video_ids, self.ctx.world_size, state.global_step)
+        if not (self.is_main and logged):
+            return {}
+        values = {f"loss/{k}": v for k, v in terms.detached().items()}
+        return values | {f"inject/{k}": v for k, v in terms.diagnostic_values().items()}
+
+    def train_epoch(self, epoch: int) -> _EpochLog | None:
+        """Train one epoch (or its rest, on resume); None when a stop signal ended it early, after
+        the checkpoint that resumes it was saved."""
+        from tqdm import tqdm
+
+        cfg, state = self.cfg, self.state
+        head_lr, text_lr = self.engine.start_epoch(epoch)
+        start_batch = state.loader.batches_done if state.loader.epoch == epoch else 0
+        self.train_stream.set_epoch(epoch, start_batch)
+        bar = tqdm(
+            total=self.train_stream.batches_per_epoch,
+            initial=start_batch,
+            desc=f"epoch {epoch}/{cfg.optim.max_epochs}",
+            disable=not self.is_main,
+            leave=False,
+        )
+        throughput, epoch_log, batches_done = _Throughput(self.ctx.world_size), _EpochLog(), start_batch
+        for batch in make_loader(self.train_stream, cfg.data.num_workers):
+            values = self.train_step(batch, epoch, epoch_log)
+            batches_done += 1
+            state.loader = LoaderState(epoch, batches_done)
+            throughput.add(batch)
+            bar.update(1)
+            if values:
+                values |= {"lr/head": head_lr, "lr/text": text_lr} | throughput.rates()
+                self.tracker.log_metrics(values, state.global_step)
+                self.tracker.flush()
+                self.step_log.append({"step": state.global_step, **values})
+                bar.set_postfix(loss=f"{values['loss/total']:.3f}")
+                throughput.reset()
+            if self._stopping():
+                break
+        bar.close()
+        if self._stopping():
+            self.save_checkpoint()
+            if self.is_main:
+                print(f"stopped by signal at epoch {epoch}, batch {batches_done}: checkpoint saved, resume to finish")
+            return None
+        if self.verified and self.is_main:
+            print(
+                f"sync check: parameters identical and videos disjoint across {self.ctx.world_size} ranks "
+                f"after each of {self.verified} checked steps"
             )
-            print(f"MLflow: {ui_command(tracking_uri)}")
-    return final
+        self.verified = 0
+        return epoch_log
+
+    def evaluate(self, epoch: int) -> tuple[dict[str, float], float]:
+        """Every eval split's metrics (rank 0; {} elsewhere) and the selection metric (all ranks)."""
+        from vdi.evaluate import flat_metrics
+
+        cfg = self.cfg
+        self.engine.sync_buffers()
+        results = _evaluate(self.engine.module.retriever, self.eval_streams, list(cfg.data.eval_splits), cfg, self.ctx)
+        flat = flat_metrics(results) if self.is_main else {}
+        selected = None
+        if self.is_main:
+            key = f"{cfg.eval.select_split}/{cfg.eval.select_metric}"
+            if key not in flat:
+                raise ConfigError(f"eval.select_split/select_metric '{key}' is not among the metrics {sorted(flat)}")
+            selected = flat[key]
+        return flat, _broadcast(selected, self.ctx.world_size)
+
+    def save_best(self, epoch: int, flat: dict[str, float]) -> None:
+        """The inference checkpoint of the best epoch so far (rank 0)."""
+        from vdi.checkpoint import save_inference_checkpoint
+
+        if not self.is_main:
+            return
+        manifest = self.train_stream.manifest
+        save_inference_checkpoint(
+            self.run_dir / "best" / "model.pt",
+            self.engine.module.retriever.state_dict(),
+            to_dict(self.cfg),
+            flat,
+            epoch,
+            {
+                "feature_fps": manifest.fps,
+                "max_train_duration": manifest.max_duration,
+                "clip_weights": manifest.encoder.weights,  # the Predictor checks its visual tower
+            },
+        )
+
+    def end_epoch(self, epoch: int, epoch_log: _EpochLog) -> None:
+        """Evaluate, keep the best weights, checkpoint, log, call ``on_eval`` (rank 0)."""
+        state = self.state
+        flat, selected = self.evaluate(epoch)
+        if state.best_metric is None or selected > state.best_metric:
+            state.best_metric, state.best_epoch, state.epochs_without_improvement = selected, epoch, 0
+            self.save_best(epoch, flat)
+        else:
+            state.epochs_without_improvement += 1
+        state.history.append({"epoch": epoch, **flat})
+        state.epoch, state.loader = epoch + 1, LoaderState(epoch + 1, 0)
+        self.save_checkpoint()
+        if self.is_main:
+            self._log_epoch(epoch, flat, epoch_log)
+            if self.on_eval is not None:
+                self.on_eval(epoch, flat)
+
+    def _log_epoch(self, epoch: int, flat: dict[str, float], epoch_log: _EpochLog) -> None:
+        counts = {"epoch": epoch, "data/truncated_queries": epoch_log.truncated}
+        counts["data/skipped_shards_train"] = len(self.train_stream.skipped)
+        self.tracker.log_metrics(flat | epoch_log.means() | counts, self.state.global_step)
+        if epoch_log.truncated:
+            print(f"epoch {epoch}: {epoch_log.truncated} queries were longer than the text context and were truncated")
+        self.tracker.flush()
+        shown = ("/R1@0.5", "/R1@0.7", "/mIoU", "/gain R1@0.5")
+        summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if k.endswith(shown))
+        print(f"epoch {epoch}: {summary}")
+
+    def _patience_spent(self) -> bool:
+        patience = self.cfg.eval.patience
+        if not (patience and self.state.epochs_without_improvement >= patience):
+            return False
+        if self.is_main:
+            print(f"early stop: {patience} epochs without improvement of {self.cfg.eval.select_metric}")
+        return True
+
+    def _epochs(self) -> str:
+        """Run the remaining epochs; "finished" or "preempted"."""
+        for epoch in range(self.state.epoch, self.cfg.optim.max_epochs + 1):
+            if self._patience_spent():
+                break
+            epoch_log = self.train_epoch(epoch)
+            if epoch_log is None:
+                return "preempted"
+            self.end_epoch(epoch, epoch_log)
+        return "finished"
+
+    def train(self) -> dict:
+        """Run (or resume) to the end, a stop signal or an error; the tracker is closed with the
+        matching status either way."""
+        self.stop.install()
+        try:
+            status = self._epochs()
+            final = self.finish(status)
+        except SystemExit as stop_request:
+            # a caller stopping the run on purpose (e.g. Ray Tune's scheduler exits a trial's thread
+            # from on_eval) is not a failure: the run is KILLED, its checkpoints stay resumable
+            if self.is_main:
+                self.tracker.finish("KILLED" if stop_request.code in (0, None) else "FAILED")
+            raise
+        except BaseException:
+            if self.is_main:
+                self.tracker.finish("FAILED")
+            raise
+        finally:
+            self.stop.restore()
+        if self.is_main:
+            self._report(final)
+        return final
+
+    def _report(self, final: dict) -> None:
+        from vdi.evaluate import print_table
+        from vdi.tracking import ui_command
+
+        self.tracker.finish("FINISHED" if final["status"] == "finished" else "KILLED")
+        if final["status"] == "finished":
+            cfg = self.cfg
+            title = f"best epoch {self.state.best_epoch} ({cfg.eval.select_split} {cfg.eval.select_metric})"
+            print_table(final["results"], title=title)
+            print(f"MLflow: {ui_command(self.tracking_uri)}")
+
+    def finish(self, status: str) -> dict:
+        """Probe with the best weights, write eval.json and plots (rank 0), return the metrics."""
+        state = self.state
+        result = {"status": status, "run_dir": str(self.run_dir), "best_epoch": state.best_epoch}
+        result["history"] = state.history
+        if status != "finished":
+            return result | {"signal": self.stop.signal}
+        probe, per_query = self._evaluate_best()
+        best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
+        results: dict[str, dict[str, float]] = {}
+        for key, value in best.items():
+            if "/" in key:
+                split, metric = key.split("/", 1)
+                results.setdefault(split, {})[metric] = value
+        skipped = {"train": list(self.train_stream.skipped)}
+        result |= {
+            "best": best,
+            "results": results,
+            "probe": probe,
+            "per_query": per_query,
+            "skipped_shards": skipped | {s: list(v.skipped) for s, v in self.eval_streams.items()},
+            "seconds": time.perf_counter() - self.started,
+        }
+        if self.is_main:
+            self._write_results(result, best, probe)
+        return result
+
+    def _evaluate_best(self) -> tuple[dict, dict]:
+        """The dynamics probe and the per-query records, with the best epoch's weights."""
+        from vdi.checkpoint import load_inference_checkpoint
+
+        cfg, retriever = self.cfg, self.engine.module.retriever
+        best_path = self.run_dir / "best" / "model.pt"
+        probe, per_query = {}, {}
+        if best_path.exists():
+            retriever.load_state_dict(load_inference_checkpoint(best_path)["retriever"])
+            _evaluate(retriever, self.eval_streams, list(cfg.data.eval_splits), cfg, self.ctx, per_query=per_query)
+            if cfg.data.probe_split:
+                variants = ("query", "static", "dynamic")
+                probe = _evaluate(retriever, self.eval_streams, [cfg.data.probe_split], cfg, self.ctx, variants)
+        return probe, per_query
+
+    def _write_results(self, result: dict, best: dict, probe: dict) -> None:
+        run_dir, tracker, step = self.run_dir, self.tracker, self.state.global_step
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        tracker.log_artifact(run_dir / "eval.json")
+        best_metrics = {f"best/{k}": v for k, v in best.items() if "/" in k}
+        tracker.log_metrics(best_metrics | {"best/epoch": self.state.best_epoch}, step)
+        if probe:
+            tracker.log_metrics({f"probe/{k}": v for k, v in _flat_probe(probe).items()}, step)
+        try:
+            from vdi.plots import plot_loss_curve, plot_probe
+
+            if self.step_log:
+                tracker.log_artifact(plot_loss_curve(self.step_log, run_dir / "loss_curve.png"))
+            if probe:
+                tracker.log_artifact(plot_probe(probe, run_dir / "dynamics_probe.png"))
+        except ImportError:  # matplotlib missing: plots are optional
+            pass
+        best_path = run_dir / "best" / "model.pt"
+        if self.cfg.track.log_checkpoint and best_path.exists():
+            tracker.log_artifact(best_path, "checkpoint")
+
+
+def train(cfg: Config, on_eval: EvalCallback | None = None) -> dict:
+    """Train (or resume) the run ``cfg.run.root / cfg.run.name``; returns its final metrics."""
+    return Trainer(cfg, on_eval).train()
 
 
 def _verify_sync(module: torch.nn.Module, video_ids: list[str], world_size: int, step: int) -> int:
@@ -396,71 +562,6 @@ def _broadcast(value, world_size: int):
     holder = [value]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
-
-
-def _finish(
-    cfg,
-    ctx,
-    engine,
-    eval_streams,
-    state,
-    run_dir,
-    tracker,
-    step_log,
-    status,
-    started,
-    stop_signal=None,
-    train_skipped=(),
-) -> dict:
-    """Probe with the best weights, write eval.json and plots (rank 0), return the metrics."""
-    from vdi.checkpoint import load_inference_checkpoint
-
-    result = {"status": status, "run_dir": str(run_dir), "best_epoch": state.best_epoch, "history": state.history}
-    if status != "finished":
-        return result | {"signal": stop_signal}
-    best_path = run_dir / "best" / "model.pt"
-    probe, per_query = {}, {}
-    if best_path.exists():
-        engine.module.retriever.load_state_dict(load_inference_checkpoint(best_path)["retriever"])
-        _evaluate(engine.module.retriever, eval_streams, list(cfg.data.eval_splits), cfg, ctx, per_query=per_query)
-        if cfg.data.probe_split:
-            probe = _evaluate(
-                engine.module.retriever, eval_streams, [cfg.data.probe_split], cfg, ctx, ("query", "static", "dynamic")
-            )
-    best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
-    results: dict[str, dict[str, float]] = {}
-    for key, value in best.items():
-        if "/" in key:
-            split, metric = key.split("/", 1)
-            results.setdefault(split, {})[metric] = value
-    result |= {
-        "best": best,
-        "results": results,
-        "probe": probe,
-        "per_query": per_query,
-        "skipped_shards": {"train": list(train_skipped)} | {s: list(v.skipped) for s, v in eval_streams.items()},
-        "seconds": time.perf_counter() - started,
-    }
-    if ctx.is_main:
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-        tracker.log_artifact(run_dir / "eval.json")
-        tracker.log_metrics(
-            {f"best/{k}": v for k, v in best.items() if "/" in k} | {"best/epoch": state.best_epoch}, state.global_step
-        )
-        if probe:
-            tracker.log_metrics({f"probe/{k}": v for k, v in _flat_probe(probe).items()}, state.global_step)
-        try:
-            from vdi.plots import plot_loss_curve, plot_probe
-
-            if step_log:
-                tracker.log_artifact(plot_loss_curve(step_log, run_dir / "loss_curve.png"))
-            if probe:
-                tracker.log_artifact(plot_probe(probe, run_dir / "dynamics_probe.png"))
-        except ImportError:  # matplotlib missing: plots are optional
-            pass
-        if cfg.track.log_checkpoint and best_path.exists():
-            tracker.log_artifact(best_path, "checkpoint")
-    return result
 
 
 def _flat_probe(probe: dict[str, dict[str, float]]) -> dict[str, float]:
