@@ -21,17 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lambda_sweep import ABLATION_ROWS
 
+from vdi.metric_keys import CEILING_R1_AT_05, GAIN_R1_AT_05, MIOU, R1_AT_05, R1_AT_07, MetricKey, recall_name
+
 ROW_OF = {value: key for key, value in ABLATION_ROWS.items()}
-METRICS = ["R1@0.5", "R1@0.7", "mIoU"]
-GROUNDING = ["gain R1@0.5", "ceiling R1@0.5"]
-PAIRED_METRIC = "R1@0.5"
+# every metric name and key spelling comes from vdi.metric_keys: a renamed metric cannot turn into NaN here
+METRICS = [R1_AT_05, R1_AT_07, MIOU]
+GROUNDING = [GAIN_R1_AT_05, CEILING_R1_AT_05]
+PAIRED_THRESHOLD = 0.5
+PAIRED_METRIC = recall_name(1, PAIRED_THRESHOLD)
+PROBE_SPLIT = "test"  # the dynamics probe runs on data.probe_split, the IID test split of the presets
 
 
 def best_key(split: str, name: str) -> str:
-    """The MLflow key of a run's best-epoch metric (the spelling is vdi.tracking's)."""
-    from vdi.tracking import mlflow_key
-
-    return mlflow_key(f"best/{split}/{name}")
+    """The MLflow key of a run's best-epoch metric."""
+    return MetricKey(split, name, stage="best").mlflow
 
 
 def row_name(params: dict) -> str:
@@ -70,7 +73,9 @@ def _per_query_file(path: str) -> dict:
         return {}
 
 
-def paired_difference(row: list[dict], reference: list[dict], split: str, threshold: float = 0.5) -> dict | None:
+def paired_difference(
+    row: list[dict], reference: list[dict], split: str, threshold: float = PAIRED_THRESHOLD
+) -> dict | None:
     """Mean paired difference of R1@threshold (row minus reference) over the seeds both rows ran,
     its 95% bootstrap CI (seeds and queries resampled when every pair has matching per-query
     results, seeds only otherwise), and the number of seeds the row wins."""
@@ -78,7 +83,7 @@ def paired_difference(row: list[dict], reference: list[dict], split: str, thresh
 
     from vdi.metrics import paired_bootstrap
 
-    key = best_key(split, f"R1@{threshold:g}")
+    key = best_key(split, recall_name(1, threshold))
     mine = {run_seed(r): r for r in row if key in r["metrics"]}
     theirs = {run_seed(r): r for r in reference if key in r["metrics"]}
     seeds = sorted(set(mine) & set(theirs))
@@ -113,7 +118,7 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
     for run in finished:
         groups.setdefault(row_name(run["params"]), []).append(run)
     order = [name for name in ABLATION_ROWS if name in groups] + sorted(set(groups) - set(ABLATION_ROWS))
-    splits = [split for split in splits if any(best_key(split, "R1@0.5") in r["metrics"] for r in finished)]
+    splits = [split for split in splits if any(best_key(split, PAIRED_METRIC) in r["metrics"] for r in finished)]
     table: dict[str, dict[str, tuple[float, float]]] = {}
     paired: dict[str, dict[str, dict]] = {}
     lines = []
@@ -151,14 +156,14 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
         lines += [
             f"Δ: mean over paired seeds (same seed, same data order) of the row's {PAIRED_METRIC} minus "
             f"{reference}'s; 95% CI from 2,000 bootstrap resamples of {' / '.join(sorted(how))}. "
-            "gain: R1@0.5 with the true sentences minus with sentences deranged within each video; "
-            "ceiling: the best R1@0.5 of any query-blind top-1 predictor.",
+            f"gain: {R1_AT_05} with the true sentences minus with sentences deranged within each video; "
+            f"ceiling: the best {R1_AT_05} of any query-blind top-1 predictor.",
             "",
         ]
     probe = probe_cells(groups, order)
     if probe:
         lines += [
-            "Dynamics probe (paper Fig. 3): IID test R1@0.5 of the best checkpoint when each sentence is "
+            f"Dynamics probe (paper Fig. 3): IID test {R1_AT_05} of the best checkpoint when each sentence is "
             "replaced by its static part Q^s or its dynamic part Q^d.",
             "",
             "| Method | Q | Q^s | Q^d | Q - Q^s |",
@@ -174,16 +179,14 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
 
 def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
     """Mean ± std over seeds of the probe's R1@0.5 with Q, Q^s and Q^d, per row."""
-    from vdi.tracking import mlflow_key
-
     probe = {}
     for row in order:
         cells = {}
-        for variant, split in (("Q", "test"), ("Q^s", "test [Q^s]"), ("Q^d", "test [Q^d]")):
-            key = mlflow_key(f"probe/{split}/R1@0.5")
+        for column, variant in (("Q", "query"), ("Q^s", "static"), ("Q^d", "dynamic")):
+            key = MetricKey(PROBE_SPLIT, R1_AT_05, variant, stage="probe").mlflow
             values = [r["metrics"][key] for r in groups[row] if key in r["metrics"]]
             if values:
-                cells[variant] = mean_std(values)
+                cells[column] = mean_std(values)
         if cells:
             probe[row] = cells
     return probe
@@ -191,7 +194,7 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 def main(argv: list[str] | None = None) -> int:
     from vdi.plots import plot_grouped_bars, plot_metric_vs
-    from vdi.tracking import default_tracking_uri, log_artifacts, mlflow_key, search_runs
+    from vdi.tracking import default_tracking_uri, log_artifacts, search_runs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
@@ -225,18 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     finished = sum(r["status"] == "FINISHED" for r in runs)
     text = (
         f"# Sweep report: {args.experiment}\n\nParent run `{parent}`; {finished} finished of {total} trial runs; "
-        f"mean ± std over seeds of each run's best-epoch metrics (R@1 at IoU 0.5 / 0.7, mIoU, grounding gain and "
+        f"mean ± std over seeds of each run's best-epoch metrics ({', '.join(METRICS)}, grounding gain and "
         f"query-blind ceiling, percent), checkpoints selected on each run's eval.select_split.\n\n{markdown}"
     )
     (out / "report.md").write_text(text)
     print(text)
     artifacts = [out / "report.md"]
     main_split = args.splits[0]
-    main_key = best_key(main_split, "R1@0.5")
+    main_key = best_key(main_split, R1_AT_05)
     artifacts.append(
         plot_grouped_bars(
             {
-                row: {k: v for k, v in cells.items() if k.startswith(main_split) and "ceiling" not in k}
+                row: {k: v for k, v in cells.items() if k.startswith(main_split) and CEILING_R1_AT_05 not in k}
                 for row, cells in data["table"].items()
             },
             out / "ablation_rows.png",
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # every trial is a point: a finished one at its best epoch, one ASHA stopped at its last
     # report (whether a search has two finished trials depends on the scheduler's timing)
-    last_key = mlflow_key(f"{main_split}/R1@0.5")
+    last_key = MetricKey(main_split, R1_AT_05).mlflow
     for parameter in ("loss.lambda_vc", "loss.lambda_sd"):
         points = [
             (float(r["params"][parameter]), r["metrics"].get(main_key, r["metrics"].get(last_key)))
@@ -254,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if len({p[0] for p in points}) > 1:
             name = parameter.split(".")[-1]
-            label = f"{main_split} R1@0.5 (best epoch; last report if stopped)"
+            label = f"{main_split} {R1_AT_05} (best epoch; last report if stopped)"
             artifacts.append(plot_metric_vs(points, out / f"r1_vs_{name}.png", parameter, label))
     probe = data["probe"]
     if probe:
-        artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", "dynamics probe (IID test R1@0.5)"))
+        artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", f"dynamics probe (IID test {R1_AT_05})"))
     log_artifacts(uri, parent, artifacts)
     print(f"report and {len(artifacts) - 1} plot(s) in {out}, attached to MLflow run {parent}")
     return 0

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vdi.metric_keys import GAIN_R1_AT_05, R1_AT_05, MetricKey
+
 PROJECT = Path(__file__).resolve().parents[1]
 WORLD = PROJECT / "data" / "synthetic"
 
@@ -308,7 +310,10 @@ def run_curve(args) -> int:
     )
     result = train(cfg)
     print("epoch  val R1@0.5  val gain  test R1@0.5  ood R1@0.5")
-    columns = ("val/R1@0.5", "val/gain R1@0.5", "test/R1@0.5", "ood/R1@0.5")
+    columns = tuple(
+        MetricKey(split, name).flat
+        for split, name in (("val", R1_AT_05), ("val", GAIN_R1_AT_05), ("test", R1_AT_05), ("ood", R1_AT_05))
+    )
     for row in result.get("history", []):
         values = [row.get(column, float("nan")) for column in columns]
         print(f"{row['epoch']:5d}  {values[0]:10.2f}  {values[1]:8.2f}  {values[2]:11.2f}  {values[3]:10.2f}")

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from vdi.errors import UserError
+from vdi.metric_keys import R1_AT_05
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -172,7 +173,7 @@ class EvalConfig:
     iou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     # Early stopping / best checkpoint: metric on split (metric names as in vdi.metrics).
     select_split: str = "test"
-    select_metric: str = "R1@0.5"
+    select_metric: str = R1_AT_05
     patience: int = 0  # 0 disables early stopping
     batch_size: int = 48
 
@@ -403,14 +404,14 @@ def _validate(cfg: Config) -> None:
     if cfg.dist.zero_stage not in (0, 1, 2):
         # stage 3 partitions the weights themselves; checkpoints save the module's full state_dict
         raise ConfigError(f"dist.zero_stage is {cfg.dist.zero_stage}; choose 0, 1 or 2 (ZeRO-3 is not supported)")
-    from vdi.metrics import metric_names
+    from vdi.metric_keys import recall_names
 
     # checked here, before any epoch runs, so no rank waits on a selection that cannot be made
     if cfg.eval.select_split not in cfg.data.eval_splits:
         raise ConfigError(
             f"eval.select_split '{cfg.eval.select_split}' is not one of data.eval_splits {list(cfg.data.eval_splits)}"
         )
-    names = metric_names(cfg.eval.recall_ks, cfg.eval.iou_thresholds)
+    names = recall_names(cfg.eval.recall_ks, cfg.eval.iou_thresholds)
     if cfg.eval.select_metric not in names:
         raise ConfigError(f"eval.select_metric '{cfg.eval.select_metric}' is not one of {names}")
 

@@ -24,6 +24,14 @@ import torch
 
 from vdi.batch import Batch
 from vdi.config import Config
+from vdi.metric_keys import (
+    CEILING_R1_AT_05,
+    COUNT_NAMES,
+    GROUNDING_KINDS,
+    R1_AT_05,
+    is_grounding_name,
+    table_label,
+)
 from vdi.metrics import (
     candidate_grid,
     derangement_across,
@@ -177,26 +185,18 @@ def per_query_record(ranked: dict[str, torch.Tensor]) -> dict:
     return {"order": order.hexdigest()[:16], "top1_iou": [round(float(v), 6) for v in iou]}
 
 
-def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{"test": {"R1@0.5": 40.1}} -> {"test/R1@0.5": 40.1}"""
-    return {f"{split}/{name}": value for split, metrics in results.items() for name, value in metrics.items()}
-
-
-GROUNDING_PREFIXES = ("ceiling ", "prior ", "gain ", "xgain ")
-COUNT_NAMES = ("queries", "videos", "single-query videos", "scored videos", "skipped shards")
-
-
 def print_table(results: dict[str, dict[str, float]], title: str = "") -> str:
     """Print R@k / mIoU per split, then the grounding table (ceiling, prior, gains) where present."""
-    names = [n for n in next(iter(results.values())) if not n.startswith(GROUNDING_PREFIXES) and n not in COUNT_NAMES]
+    names = [n for n in next(iter(results.values())) if not is_grounding_name(n) and n not in COUNT_NAMES]
     width = max(len(s) for s in results) + 2
     lines = [title] if title else []
     lines.append(" " * width + "".join(f"{n:>9s}" for n in names))
     for split, metrics in results.items():
         lines.append(f"{split:<{width}s}" + "".join(f"{metrics.get(n, float('nan')):9.2f}" for n in names))
+    ceiling_prefix = f"{GROUNDING_KINDS[0]} "
     grounded = {split: metrics for split, metrics in results.items() if "queries" in metrics}
     if grounded:
-        thresholds = [n.split(" ", 1)[1] for n in next(iter(grounded.values())) if n.startswith("ceiling ")]
+        thresholds = [n.split(" ", 1)[1] for n in next(iter(grounded.values())) if n.startswith(ceiling_prefix)]
         lines.append(
             "grounding (percent; ceiling = best query-blind top-1, prior = best constant cell, "
             "gain = true minus deranged sentences of the same video, xgain = of other videos):"
@@ -206,7 +206,7 @@ def print_table(results: dict[str, dict[str, float]], title: str = "") -> str:
         for split, metrics in grounded.items():
             for threshold in thresholds:
                 cells = [metrics.get(threshold, float("nan"))] + [
-                    metrics.get(f"{prefix}{threshold}", float("nan")) for prefix in GROUNDING_PREFIXES
+                    metrics.get(f"{kind} {threshold}", float("nan")) for kind in GROUNDING_KINDS
                 ]
                 lines.append(
                     f"{split:<{width}s}{threshold:>8s}"
@@ -223,10 +223,10 @@ def print_table(results: dict[str, dict[str, float]], title: str = "") -> str:
             singles = int(metrics.get("single-query videos", 0))
             if singles:
                 lines.append(f"{split}: {singles} single-query videos are left out of the gains")
-            ceiling = metrics.get("ceiling R1@0.5")
-            if ceiling is not None and metrics.get("R1@0.5", 0.0) <= ceiling:
+            ceiling = metrics.get(CEILING_R1_AT_05)
+            if ceiling is not None and metrics.get(R1_AT_05, 0.0) <= ceiling:
                 lines.append(
-                    f"warning: {split} R1@0.5 {metrics['R1@0.5']:.2f} does not exceed its query-blind ceiling "
+                    f"warning: {split} {R1_AT_05} {metrics[R1_AT_05]:.2f} does not exceed its query-blind ceiling "
                     f"{ceiling:.2f}: R@k alone cannot show that this model reads the sentence (see gain)"
                 )
     text = "\n".join(lines)
@@ -278,8 +278,7 @@ def evaluate_checkpoint(
         ranked = rank_batches(retriever, make_loader(stream, 0), cfg, variants, device)
         counts = check_coverage(ranked["query"], stream, split)
         for variant in variants:
-            name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
-            results[name] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
+            results[table_label(split, variant)] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
         results[split] |= counts
     return results
 

@@ -41,6 +41,8 @@ from collections.abc import Sequence
 
 import torch
 
+from vdi.metric_keys import MIOU, grounding_name, recall_name
+
 
 def sparse_mask(num_clips: int, pooling_counts: Sequence[int]) -> torch.Tensor:
     """MMN's sparse mask of valid (start clip, end clip) cells: a bool tensor [N, N]."""
@@ -126,10 +128,6 @@ def nms_top_k(scores: torch.Tensor, suppresses: torch.Tensor, k: int) -> torch.T
     return kept
 
 
-def metric_names(recall_ks: Sequence[int], iou_thresholds: Sequence[float]) -> list[str]:
-    return [f"R{k}@{t:g}" for k in recall_ks for t in iou_thresholds] + ["mIoU"]
-
-
 def retrieval_metrics(
     scores: torch.Tensor,
     grid: torch.Tensor,
@@ -190,9 +188,9 @@ def metrics_from_ranked(
     for k in recall_ks:
         best = ious[:, :k].max(dim=1).values
         for threshold in iou_thresholds:
-            results[f"R{k}@{threshold:g}"] = float((best >= threshold).double().mean() * 100)
+            results[recall_name(k, threshold)] = float((best >= threshold).double().mean() * 100)
     top1 = ious[:, 0].clamp(min=0)
-    results["mIoU"] = float(top1.mean() * 100)
+    results[MIOU] = float(top1.mean() * 100)
     return results
 
 
@@ -333,19 +331,18 @@ def grounding_metrics(
     results: dict[str, float] = {}
     bounds = annotation_bounds(video_index, durations, ground_truth, grid, num_clips, tuple(iou_thresholds))
     for threshold in iou_thresholds:
-        name = f"R1@{threshold:g}"
-        results[f"ceiling {name}"], results[f"prior {name}"] = bounds[threshold]
+        results[grounding_name("ceiling", threshold)], results[grounding_name("prior", threshold)] = bounds[threshold]
         true_hits = top1_hits(moments, valid, ground_truth, threshold)
         if used.any():
             rolled_hits = top1_hits(moments, valid, ground_truth[partner], threshold)
             gain = true_hits[used].double().mean() - rolled_hits[used].double().mean()
-            results[f"gain {name}"] = float(gain * 100)
+            results[grounding_name("gain", threshold)] = float(gain * 100)
         else:
-            results[f"gain {name}"] = float("nan")
+            results[grounding_name("gain", threshold)] = float("nan")
         if cross_moments is not None and cross_used is not None and cross_used.any():
             cross_hits = top1_hits(cross_moments, cross_valid, ground_truth, threshold)
             gain = true_hits[cross_used].double().mean() - cross_hits[cross_used].double().mean()
-            results[f"xgain {name}"] = float(gain * 100)
+            results[grounding_name("xgain", threshold)] = float(gain * 100)
     results["queries"] = float(ground_truth.shape[0])
     results["videos"] = float(len(groups))
     results["single-query videos"] = float(sum(g.numel() == 1 for g in groups))
@@ -391,7 +388,6 @@ __all__ = [
     "grid_moments",
     "grid_pair_iou",
     "grounding_metrics",
-    "metric_names",
     "metrics_from_ranked",
     "nms_top_k",
     "paired_bootstrap",

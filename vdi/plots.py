@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from vdi.metric_keys import R1_AT_05
+
 
 def plot_loss_curve(step_log: list[dict], path: str | Path) -> Path:
     """Every logged loss term against the global step."""
@@ -31,7 +33,7 @@ def plot_loss_curve(step_log: list[dict], path: str | Path) -> Path:
     return path
 
 
-def plot_probe(probe: dict[str, dict[str, float]], path: str | Path, metric: str = "R1@0.5") -> Path:
+def plot_probe(probe: dict[str, dict[str, float]], path: str | Path, metric: str = R1_AT_05) -> Path:
     """The dynamics probe (paper Fig. 3): the same moments retrieved with Q, Q^s and Q^d."""
     path = Path(path)
     names = list(probe)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vdi.errors import InputError
+from vdi.metric_keys import mlflow_spelling
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Fail fast against a dead server (MLflow's default retries with backoff for minutes).
@@ -37,14 +38,6 @@ RETRY_SECONDS = 60.0
 
 BUFFER_NAME = "mlflow_buffer.jsonl"
 RUN_ID_NAME = "mlflow_run_id"
-
-
-_KEY_MAP = str.maketrans({"@": "_iou", "^": "", "[": "", "]": "", " ": "_", ",": "_", "=": "_"})
-
-
-def mlflow_key(name: str) -> str:
-    """MLflow keys allow letters, digits, _ - . / and spaces: 'test [Q^s]/R1@0.5' -> 'test_Qs/R1_iou0.5'."""
-    return name.translate(_KEY_MAP)
 
 
 def default_tracking_uri(run_root: str | Path) -> str:
@@ -105,7 +98,7 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.enabled:
-            clean = {mlflow_key(k): float(v) for k, v in metrics.items() if v is not None and v == v}
+            clean = {mlflow_spelling(k): float(v) for k, v in metrics.items() if v is not None and v == v}
             self._record({"kind": "metrics", "step": int(step), "time": int(time.time() * 1000), "values": clean})
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:

@@ -29,6 +29,16 @@ import torch
 
 from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
 from vdi.data import LoaderState, ShardStream, make_loader, split_source
+from vdi.metric_keys import (
+    GAIN_R1_AT_05,
+    MIOU,
+    R1_AT_05,
+    R1_AT_07,
+    MetricKey,
+    flatten_results,
+    table_label,
+    unflatten_results,
+)
 
 EvalCallback = Callable[[int, dict], None]
 
@@ -131,8 +141,7 @@ def _evaluate(
         if ctx.is_main:
             counts = check_coverage(ranked["query"], stream, split)
             for variant in variants:
-                name = split if variant == "query" else f"{split} [{'Q^s' if variant == 'static' else 'Q^d'}]"
-                results[name] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
+                results[table_label(split, variant)] = metrics_of(ranked[variant], cfg, grounding=variant == "query")
             results[split] |= counts
             if per_query is not None:
                 per_query[split] = per_query_record(ranked["query"])
@@ -354,15 +363,13 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], float]:
         """Every eval split's metrics (rank 0; {} elsewhere) and the selection metric (all ranks)."""
-        from vdi.evaluate import flat_metrics
-
         cfg = self.cfg
         self.engine.sync_buffers()
         results = _evaluate(self.engine.module.retriever, self.eval_streams, list(cfg.data.eval_splits), cfg, self.ctx)
-        flat = flat_metrics(results) if self.is_main else {}
+        flat = flatten_results(results) if self.is_main else {}
         selected = None
         if self.is_main:
-            key = f"{cfg.eval.select_split}/{cfg.eval.select_metric}"
+            key = MetricKey(cfg.eval.select_split, cfg.eval.select_metric).flat
             if key not in flat:
                 raise ConfigError(f"eval.select_split/select_metric '{key}' is not among the metrics {sorted(flat)}")
             selected = flat[key]
@@ -412,8 +419,8 @@ class Trainer:
         if epoch_log.truncated:
             print(f"epoch {epoch}: {epoch_log.truncated} queries were longer than the text context and were truncated")
         self.tracker.flush()
-        shown = ("/R1@0.5", "/R1@0.7", "/mIoU", "/gain R1@0.5")
-        summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if k.endswith(shown))
+        shown = (R1_AT_05, R1_AT_07, MIOU, GAIN_R1_AT_05)
+        summary = " ".join(f"{k}={v:.2f}" for k, v in flat.items() if MetricKey.parse(k).name in shown)
         print(f"epoch {epoch}: {summary}")
 
     def _patience_spent(self) -> bool:
@@ -478,11 +485,7 @@ class Trainer:
             return result | {"signal": self.stop.signal}
         probe, per_query = self._evaluate_best()
         best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
-        results: dict[str, dict[str, float]] = {}
-        for key, value in best.items():
-            if "/" in key:
-                split, metric = key.split("/", 1)
-                results.setdefault(split, {})[metric] = value
+        results = unflatten_results(best)
         skipped = {"train": list(self.train_stream.skipped)}
         result |= {
             "best": best,
@@ -515,10 +518,10 @@ class Trainer:
         run_dir, tracker, step = self.run_dir, self.tracker, self.state.global_step
         (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
         tracker.log_artifact(run_dir / "eval.json")
-        best_metrics = {f"best/{k}": v for k, v in best.items() if "/" in k}
+        best_metrics = flatten_results(unflatten_results(best), "best")
         tracker.log_metrics(best_metrics | {"best/epoch": self.state.best_epoch}, step)
         if probe:
-            tracker.log_metrics({f"probe/{k}": v for k, v in _flat_probe(probe).items()}, step)
+            tracker.log_metrics(flatten_results(probe, "probe"), step)
         try:
             from vdi.plots import plot_loss_curve, plot_probe
 
@@ -562,10 +565,6 @@ def _broadcast(value, world_size: int):
     holder = [value]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
-
-
-def _flat_probe(probe: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {f"{split}/{metric}": value for split, metrics in probe.items() for metric, value in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
