@@ -179,3 +179,39 @@ def test_single_window_ranking_equals_evaluation(checkpoint):
             expected = ranked.moments[row][ranked.valid[row]].tolist()
             flat = [bound for pair in expected for bound in pair]
             assert [bound for m in moments for bound in (m.start, m.end)] == pytest.approx(flat, abs=1e-3)
+
+
+def _predictions(path, video_path, clip_pretrained=None):
+    predictor = Predictor.from_checkpoint(path, clip_pretrained=clip_pretrained)
+    video = predictor.encode_video(video_path)
+    results = predictor.predict(video, ["a person opens the door", "the man walks away"], top_k=3)
+    return [[(m.start, m.end, m.score) for m in moments] for moments in results]
+
+
+def test_a_format_1_checkpoint_still_loads_and_predicts_the_same(checkpoint, tmp_path):
+    """tests/data/checkpoint_format1.json is a checkpoint written by vdi before the inference /
+    training split (format 1: the whole training config), less its weights; with this fixture's
+    weights it must predict exactly what the same weights in today's format predict."""
+    write_video(tmp_path / "v.mp4", 6.0, rate=8, size=(40, 32))
+    today = torch.load(checkpoint, weights_only=True)
+    assert today["format_version"] == 2 and "config" not in today and set(today["evaluation"]) == {"data", "eval"}
+    legacy = json.loads((PROJECT / "tests" / "data" / "checkpoint_format1.json").read_text())
+    assert legacy["format_version"] == 1 and {"track", "optim", "run"} <= set(legacy["config"])
+    legacy |= {"retriever": today["retriever"], "metadata": today["metadata"]}
+    legacy_path = tmp_path / "format1.pt"
+    torch.save(legacy, legacy_path)
+    clip = today["model"]["clip"]["pretrained"]
+    assert _predictions(legacy_path, tmp_path / "v.mp4", clip) == _predictions(checkpoint, tmp_path / "v.mp4")
+
+
+def test_renamed_data_and_eval_keys_do_not_break_a_saved_model(checkpoint, tmp_path):
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["evaluation"]["data"]["shard_folder"] = "renamed since"
+    payload["evaluation"]["eval"]["old_setting"] = 1
+    path = tmp_path / "renamed.pt"
+    torch.save(payload, path)
+    with pytest.warns(UserWarning) as caught:
+        predictor = Predictor.from_checkpoint(path)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "data keys ['shard_folder'] are unknown" in messages and "eval keys ['old_setting']" in messages
+    assert predictor.cfg.eval.nms_threshold == payload["inference"]["nms_threshold"]

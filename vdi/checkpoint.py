@@ -9,7 +9,7 @@ Layout of a run directory::
         meta.json                    epoch, step, loader position, world size, metrics so far
         COMPLETE                     written last: a checkpoint without it is ignored
     checkpoints/latest               name of the newest complete checkpoint (replaced atomically)
-    best/model.pt                    inference weights of the best epoch + config + metrics
+    best/model.pt                    inference weights of the best epoch + model config + metrics
 
 A checkpoint is first written to ``checkpoints/.tmp-<name>`` by every rank, then (after a
 barrier) renamed by rank 0: a killed run never leaves a half-written checkpoint that a restart
@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # annotations only: training code never needs the model here
     from vdi.model import MomentRetriever
 
 COMPLETE = "COMPLETE"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the whole training config under "config" (before vdi 0.2's split)
 
 
 @dataclass
@@ -192,11 +193,20 @@ def load_checkpoint(path: Path, rank: int, world_size: int) -> tuple[TrainState,
     return state, model_state, optimizer_state, rng
 
 
+# What an inference checkpoint keeps of the training config (format 2): the model, the two
+# settings prediction scores with, and the data/eval sections as vdi.evaluate's defaults (read
+# leniently: a renamed data.* or eval.* key must not break a saved model). track.*, run.*,
+# optim.*, loss.* and the rest are training's business and stay in the run folder's config.yaml.
+INFERENCE_EVAL_KEYS = ("nms_threshold", "contrastive_power")
+EVALUATION_SECTIONS = ("data", "eval")
+
+
 def save_inference_checkpoint(
     path: Path, retriever_state: dict, config: dict, metrics: dict, epoch: int, metadata: dict | None = None
 ) -> None:
-    """What Predictor and `vdi.evaluate` load: retriever weights, resolved config, metrics and
-    data facts the Predictor needs (feature fps, the longest training video)."""
+    """What Predictor and `vdi.evaluate` load: retriever weights, the model config, the inference
+    settings, metrics and data facts the Predictor needs (feature fps, the longest training
+    video, the visual tower's weights identity). ``config`` is the run's resolved config (to_dict)."""
     from vdi import __version__
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +215,9 @@ def save_inference_checkpoint(
         "format": "vdi-retriever",
         "format_version": CHECKPOINT_VERSION,
         "vdi_version": __version__,
-        "config": config,
+        "model": config["model"],
+        "inference": {key: config["eval"][key] for key in INFERENCE_EVAL_KEYS},
+        "evaluation": {section: config[section] for section in EVALUATION_SECTIONS},
         "retriever": retriever_state,
         "metrics": metrics,
         "epoch": epoch,
@@ -230,12 +242,41 @@ def load_inference_checkpoint(path: str | Path) -> dict:
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != "vdi-retriever":
         raise InputError(f"{path} is not a vdi retriever checkpoint (use runs/<name>/best/model.pt)")
-    if payload.get("format_version") != CHECKPOINT_VERSION:
+    if payload.get("format_version") not in READABLE_VERSIONS:
         raise InputError(
             f"{path} has checkpoint format {payload.get('format_version')} (vdi {payload.get('vdi_version')}); "
-            f"this vdi reads format {CHECKPOINT_VERSION}"
+            f"this vdi reads formats {', '.join(map(str, READABLE_VERSIONS))}"
         )
+    if payload["format_version"] == 1:  # the whole training config: keep what format 2 keeps
+        config = payload.pop("config")
+        payload["model"] = config["model"]
+        payload["inference"] = {key: config["eval"][key] for key in INFERENCE_EVAL_KEYS}
+        payload["evaluation"] = {section: config.get(section, {}) for section in EVALUATION_SECTIONS}
     return payload
+
+
+def inference_config(payload: dict, source: str) -> Config:
+    """The Config a saved retriever runs with: its model section and inference settings exactly
+    (they define the weights and the scores), the data and eval sections it was trained with as
+    evaluation defaults (keys this vdi does not know are dropped with a warning), the rest defaults."""
+    import dataclasses
+    import warnings
+
+    from vdi.config import DataConfig, EvalConfig, config_from_dict
+
+    sections: dict = {"model": payload["model"]}
+    for section in EVALUATION_SECTIONS:
+        saved = dict(payload.get("evaluation", {}).get(section) or {})
+        names = {field.name for field in dataclasses.fields({"data": DataConfig, "eval": EvalConfig}[section])}
+        dropped = sorted(set(saved) - names)
+        if dropped:
+            warnings.warn(
+                f"{source}: {section} keys {dropped} are unknown to this vdi and were ignored (renamed since?)",
+                stacklevel=3,
+            )
+        sections[section] = {key: value for key, value in saved.items() if key in names}
+    sections["eval"] |= payload["inference"]
+    return config_from_dict(sections)
 
 
 def usable_device(device: str) -> torch.device:
@@ -256,12 +297,11 @@ def usable_device(device: str) -> torch.device:
 def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriever, Config, dict]:
     """(MomentRetriever with the checkpoint's weights on ``device``, its Config, the payload).
     The text tower is built from the config's architecture; its weights come from the checkpoint."""
-    from vdi.config import config_from_dict
     from vdi.encoders import TextEncoder, create_clip
     from vdi.model import MomentRetriever
 
     payload = load_inference_checkpoint(path)
-    cfg = config_from_dict(payload["config"])
+    cfg = inference_config(payload, str(path))
     retriever = MomentRetriever(
         cfg.model, TextEncoder(create_clip(cfg.model.clip.name, None, cfg.model.clip.config_dir))
     )
@@ -371,6 +411,7 @@ __all__ = [
     "check_run_folder",
     "complete_checkpoints",
     "fault_point",
+    "inference_config",
     "latest_checkpoint",
     "load_checkpoint",
     "load_inference_checkpoint",
