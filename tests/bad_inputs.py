@@ -58,11 +58,11 @@ class Case:
 
 def build_assets(root: Path) -> Assets:
     import torch
+    from toy import planted_samples
 
     from vdi.checkpoint import save_inference_checkpoint
     from vdi.config import load_config, pin_paths, to_dict
     from vdi.injection import build_vdi_model
-    from vdi.toy import planted_samples
 
     root.mkdir(parents=True, exist_ok=True)
     shards = root / "shards"

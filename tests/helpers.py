@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from vdi.toy import planted_samples
+from toy import planted_samples
 
 
 def reference_nms(moments: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
@@ -27,7 +26,7 @@ def reference_nms(moments: torch.Tensor, scores: torch.Tensor, threshold: float)
 
 
 def write_toy_shards(samples, split_dir, per_shard: int, dataset: str = "toy", split: str = "train"):
-    """Write VideoSamples (vdi.toy) as shards + manifest, the way data_prep does, without videos."""
+    """Write VideoSamples (tests/toy.py) as shards + manifest, the way data_prep does, without videos."""
     from pathlib import Path
 
     import webdataset as wds

@@ -4,6 +4,7 @@ bootstrap, the validation hold-out, the Q^s / Q^d audit and the injection-target
 import pytest
 import torch
 from helpers import write_toy_shards
+from toy import planted_samples
 
 from vdi.data import ShardStream, held_out_keys, make_loader
 from vdi.losses import spatial_dynamic_diagnostics, visual_context_diagnostics
@@ -17,7 +18,6 @@ from vdi.metrics import (
     query_blind_ceiling,
     sparse_mask,
 )
-from vdi.toy import planted_samples
 
 GRID = candidate_grid(sparse_mask(4, [3]))  # every (i, j) with i <= j on 4 clips
 

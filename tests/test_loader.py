@@ -4,12 +4,12 @@ exact resume, corrupt shards."""
 import pytest
 import torch
 from helpers import write_toy_shards
+from toy import planted_samples
 
 from vdi.config import load_config
 from vdi.data import ShardStream, make_loader
 from vdi.injection import build_vdi_model
 from vdi.shards import ShardError
-from vdi.toy import planted_samples
 
 
 @pytest.fixture(scope="module")

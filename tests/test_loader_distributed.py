@@ -8,8 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import write_toy_shards
-
-from vdi.toy import planted_samples
+from toy import planted_samples
 
 
 def _free_port() -> int:

@@ -22,11 +22,12 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A tiny retriever trained on planted features (vdi.toy), saved like training saves it."""
+    """A tiny retriever trained on planted features (tests/toy.py), saved like training saves it."""
+    from toy import planted_samples
+
     from vdi.batch import collate
     from vdi.encoders import Tokenizer
     from vdi.injection import build_vdi_model
-    from vdi.toy import planted_samples
 
     folder = tmp_path_factory.mktemp("ckpt")
     clip_path = folder / "clip.pt"
@@ -97,7 +98,7 @@ def test_long_video_windows_find_a_planted_moment(checkpoint, precision):
     assert predictor.window_bounds(40.0)[:3] == [(0.0, 8.0), (4.0, 12.0), (8.0, 16.0)]
     assert predictor.window_bounds(40.0)[-1] == (32.0, 40.0)
     assert predictor.window_bounds(8.2) == [(0.0, 8.2)]  # within 5% of the span: one window
-    directions = np.random.default_rng(PLANT_SEED).standard_normal((4, 64))  # vdi.toy's action directions
+    directions = np.random.default_rng(PLANT_SEED).standard_normal((4, 64))  # toy.py's action directions
     features = np.random.default_rng(1).standard_normal((80, 64)) * 0.5  # 40 s at 2 fps
     features[52:60] += 3.0 * directions[0]  # ACTIONS[0] = "opens the door", 26 s .. 30 s
     video = predictor.encode_video(torch.tensor(features, dtype=torch.float32))
@@ -189,13 +190,13 @@ def _predictions(path, video_path, clip_pretrained=None):
 
 
 def test_a_format_1_checkpoint_still_loads_and_predicts_the_same(checkpoint, tmp_path):
-    """tests/data/checkpoint_format1.json is a checkpoint written by vdi before the inference /
+    """tests/fixtures/checkpoint_format1.json is a checkpoint written by vdi before the inference /
     training split (format 1: the whole training config), less its weights; with this fixture's
     weights it must predict exactly what the same weights in today's format predict."""
     write_video(tmp_path / "v.mp4", 6.0, rate=8, size=(40, 32))
     today = torch.load(checkpoint, weights_only=True)
     assert today["format_version"] == 2 and "config" not in today and set(today["evaluation"]) == {"data", "eval"}
-    legacy = json.loads((PROJECT / "tests" / "data" / "checkpoint_format1.json").read_text())
+    legacy = json.loads((PROJECT / "tests" / "fixtures" / "checkpoint_format1.json").read_text())
     assert legacy["format_version"] == 1 and {"track", "optim", "run"} <= set(legacy["config"])
     legacy |= {"retriever": today["retriever"], "metadata": today["metadata"]}
     legacy_path = tmp_path / "format1.pt"

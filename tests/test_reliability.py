@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 from helpers import write_toy_shards, write_video
+from toy import planted_samples
 
 from data_prep.__main__ import main
 from vdi.data import ShardStream, make_loader
 from vdi.shards import ShardError, read_manifest, write_manifest
-from vdi.toy import planted_samples
 
 CLIP = ["--clip", "vdi-test-tiny", "--pretrained", "none"]
 COMMON = [*CLIP, "--fps", "2", "--workers", "0"]
