@@ -4,7 +4,7 @@ Run on demand:  python benchmarks/bench_data.py [--videos 5336] [--skip-patches]
 
 * Charades-sized shards from generated features (5,336 videos x 32 frames x 512-d float16, 2-3
   queries each; with and without 49 patch tokens per frame), ~1 GB shards, read by the real
-  loader (vdi.data.ShardStream: decode + resample + tokenize + collate) with 0 and 2 workers,
+  loader (vdi.data.loader.ShardStream: decode + resample + tokenize + collate) with 0 and 2 workers,
   batch 48 videos, one epoch. Reported in videos/s and queries/s.
 * In the same run, the rate at which one training process consumes videos at the Charades
   configuration (VDI model, ViT-B-32 text tower, 8 videos x 3 queries per step) and the ratio
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def write_charades_like(root: Path, videos: int, patches: bool) -> Path:
     import webdataset as wds
 
-    from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
+    from vdi.data.format import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
 
     split = root / ("with_patches" if patches else "no_patches")
     split.mkdir(parents=True)
@@ -74,7 +74,7 @@ def write_charades_like(root: Path, videos: int, patches: bool) -> Path:
 
 
 def loader_rate(split: Path, patches: bool, workers: int) -> tuple[float, float]:
-    from vdi.data import ShardStream, make_loader
+    from vdi.data.loader import ShardStream, make_loader
 
     stream = ShardStream(split, batch_size=48, num_pre_clips=32, clip_name="ViT-B-32", load_patches=patches, seed=0)
     stream.set_epoch(1)

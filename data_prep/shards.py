@@ -14,8 +14,8 @@ from pathlib import Path
 
 from data_prep.annotations import HygieneReport, VideoRecord, apply_durations
 from data_prep.features import FeatureError, load_features, read_spec
+from vdi.data.format import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
 from vdi.errors import InputError
-from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
 from vdi.video import DURATION_TOLERANCE_FRACTION, DURATION_TOLERANCE_S, duration_mismatch
 
 DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard
@@ -211,7 +211,7 @@ def verify_split(split_dir: str | Path) -> list[str]:
 
     import webdataset as wds
 
-    from vdi.shards import read_manifest
+    from vdi.data.format import read_manifest
 
     split_dir = Path(split_dir)
     manifest = read_manifest(split_dir)

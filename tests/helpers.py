@@ -32,7 +32,7 @@ def write_toy_shards(samples, split_dir, per_shard: int, dataset: str = "toy", s
 
     import webdataset as wds
 
-    from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
+    from vdi.data.format import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
 
     split_dir = Path(split_dir)
     split_dir.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import write_toy_shards
 
-from vdi.data import ShardStream, held_out_keys, make_loader
+from vdi.data.loader import ShardStream, held_out_keys, make_loader
 from vdi.losses import spatial_dynamic_diagnostics, visual_context_diagnostics
 from vdi.metrics import (
     candidate_grid,

@@ -10,8 +10,8 @@ import pytest
 from helpers import write_toy_shards, write_video
 
 from data_prep.__main__ import main
-from vdi.data import ShardStream, make_loader
-from vdi.shards import ShardError, read_manifest, write_manifest
+from vdi.data.format import ShardError, read_manifest, write_manifest
+from vdi.data.loader import ShardStream, make_loader
 from vdi.toy import planted_samples
 
 CLIP = ["--clip", "vdi-test-tiny", "--pretrained", "none"]

@@ -18,7 +18,7 @@ here so that a run is reproducible and resumable to the batch:
   (The price: every worker reads the rank's shard bytes; decoding, the costly part, is split.)
 * **Corrupt shards.** A shard whose size or content (sha256, hashed once per process and file
   identity) differs from the manifest, or whose tar stream breaks, raises
-  :class:`~vdi.shards.ShardError` naming it; with ``skip_corrupt`` it is skipped and counted
+  :class:`~vdi.data.format.ShardError` naming it; with ``skip_corrupt`` it is skipped and counted
   (``skipped``: one entry per shard). A manifest whose totals disagree with its own shard list
   is refused either way.
 """
@@ -36,7 +36,15 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vdi.batch import Batch, collate
 from vdi.checkpoint import LoaderState
-from vdi.shards import MANIFEST_NAME, ShardError, ShardInfo, ShardManifest, decode_sample, read_manifest, sha256_file
+from vdi.data.format import (
+    MANIFEST_NAME,
+    ShardError,
+    ShardInfo,
+    ShardManifest,
+    decode_sample,
+    read_manifest,
+    sha256_file,
+)
 
 # sha256 of shard files already hashed by this process, by file identity (path, size, mtime, inode):
 # a file is hashed once however many streams open it, and again only if it changes
