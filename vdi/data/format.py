@@ -6,11 +6,13 @@ sample (key = running index, so video ids with dots are safe) has:
 * ``features.npy``: [F, D] float16 per-frame global CLIP features at ``fps`` frames per second;
 * ``patches.npy`` (optional): [F, P, D] float16 projected patch tokens;
 * ``meta.json``: video id, duration, fps and every query of the video with its moment and the
-  Q^s / Q^d parse made once at preparation time (spaCy never runs per epoch).
+  Q^s / Q^d parse made once at preparation time (spaCy never runs per epoch): a
+  :class:`QueryRecord` each.
 
 The manifest records counts, per-shard sha256 and sizes, the encoder (name and weights
 identity), fps and feature shapes; training refuses shards whose manifest does not match its
-model config (:func:`check_compatible`).
+model config (:func:`check_compatible`). :class:`vdi.data.writer.SplitWriter` writes the format,
+:class:`vdi.data.loader.ShardStream` reads it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,33 @@ FORMAT_VERSION = 1
 
 class ShardError(UserError, RuntimeError):
     """Shards that cannot be used: missing, corrupt, or built for another model."""
+
+
+@dataclass
+class QueryRecord:
+    """One query of a video as its sample's ``meta.json`` stores it."""
+
+    sentence: str
+    static: str  # Q^s
+    dynamic: str  # Q^d
+    start: float  # seconds
+    end: float
+    # per-query fields kept from the source (CG splits: "news" / "novels"); data_prep always
+    # writes one (maybe {}), the tests' and benchmarks' writers none: None leaves the key out
+    extra: dict | None = None
+
+    def as_dict(self) -> dict:
+        """The JSON object, keys in the order shards store them."""
+        record = {
+            "sentence": self.sentence,
+            "static": self.static,
+            "dynamic": self.dynamic,
+            "start": self.start,
+            "end": self.end,
+        }
+        if self.extra is not None:
+            record["extra"] = self.extra
+        return record
 
 
 @dataclass
@@ -159,7 +188,7 @@ def encode_sample(
     fps: float,
     features: np.ndarray,
     patches: np.ndarray | None,
-    queries: list[dict],
+    queries: list[QueryRecord],
 ) -> dict:
     """A WebDataset sample dict (bytes values) for one video."""
 
@@ -173,7 +202,7 @@ def encode_sample(
         "duration": float(duration),
         "fps": float(fps),
         "num_frames": int(features.shape[0]),
-        "queries": queries,
+        "queries": [query.as_dict() for query in queries],
     }
     sample = {"__key__": f"{index:09d}", "features.npy": npy(features), "meta.json": json.dumps(meta).encode()}
     if patches is not None:
@@ -199,6 +228,7 @@ def decode_sample(raw: dict, load_patches: bool = True) -> VideoSample:
 __all__ = [
     "MANIFEST_NAME",
     "EncoderInfo",
+    "QueryRecord",
     "ShardError",
     "ShardInfo",
     "ShardManifest",
