@@ -15,7 +15,7 @@ from pathlib import Path
 
 from data_prep.annotations import HygieneReport, VideoRecord, apply_durations
 from data_prep.features import FeatureError, load_features, read_spec
-from vdi.data.format import EncoderInfo, QueryRecord, sha256_file
+from vdi.data.format import EncoderInfo, QueryRecord
 from vdi.data.writer import DEFAULT_SHARD_BYTES, SplitWriter
 from vdi.errors import InputError
 from vdi.video import DURATION_TOLERANCE_FRACTION, DURATION_TOLERANCE_S, duration_mismatch
@@ -168,34 +168,33 @@ def build_split(
 
 
 def verify_split(split_dir: str | Path) -> list[str]:
-    """Problems found when re-hashing every shard against the manifest and counting its videos
-    and queries (empty = verified)."""
+    """Problems found when re-hashing every shard against the manifest (the loader's check,
+    :func:`vdi.data.format.check_shard`) and counting its videos and queries (empty = verified)."""
     import json
 
     import webdataset as wds
 
-    from vdi.data.format import read_manifest
+    from vdi.data.format import check_shard, listed_totals_mismatch, read_manifest
 
     split_dir = Path(split_dir)
     manifest = read_manifest(split_dir)
     problems = []
-    listed_videos = sum(s.num_videos for s in manifest.shards)
-    listed_queries = sum(s.num_queries for s in manifest.shards)
-    if (listed_videos, listed_queries) != (manifest.num_videos, manifest.num_queries):
+    listed = listed_totals_mismatch(manifest)
+    if listed is not None:
         problems.append(
             f"{split_dir / 'manifest.json'}: says {manifest.num_videos} videos / {manifest.num_queries} queries, "
-            f"its shard list {listed_videos} / {listed_queries}"
+            f"its shard list {listed[0]} / {listed[1]}"
         )
     for shard in manifest.shards:
         path = split_dir / shard.name
-        if not path.exists():
-            problems.append(f"{path}: missing")
-            continue
-        if path.stat().st_size != shard.bytes:
-            problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard.bytes}")
-            continue
-        if sha256_file(path) != shard.sha256:
-            problems.append(f"{path}: sha256 differs from the manifest")
+        fault = check_shard(path, shard)  # every time from the file: no per-process hash cache here
+        if fault is not None:
+            if fault.kind == "missing":
+                problems.append(f"{path}: missing")
+            elif fault.kind == "size":
+                problems.append(f"{path}: {fault.size} bytes, manifest says {shard.bytes}")
+            else:
+                problems.append(f"{path}: sha256 differs from the manifest")
             continue
         videos = queries = 0
         try:

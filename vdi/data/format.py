@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,35 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ShardFault:
+    """Why a shard file does not match its manifest entry (each caller words it its own way)."""
+
+    kind: str  # "missing", "size" or "sha256"
+    size: int = 0  # the file's bytes, for "size"
+
+
+def check_shard(path: Path, shard: ShardInfo, digest: Callable[[Path], str] | None = sha256_file) -> ShardFault | None:
+    """The shard file at ``path`` against its manifest entry: missing, another size, or (unless
+    ``digest`` is None) other content; None when it matches. The one check behind both
+    ``python -m data_prep verify`` and the loader's refusal / skipping of corrupt shards."""
+    if not path.exists():
+        return ShardFault("missing")
+    size = path.stat().st_size
+    if size != shard.bytes:
+        return ShardFault("size", size)
+    if digest is not None and digest(path) != shard.sha256:
+        return ShardFault("sha256")
+    return None
+
+
+def listed_totals_mismatch(manifest: ShardManifest) -> tuple[int, int] | None:
+    """The (videos, queries) its shard list adds up to, when they disagree with the manifest's
+    totals (an edited manifest, or one from another build); None when they agree."""
+    listed = (sum(s.num_videos for s in manifest.shards), sum(s.num_queries for s in manifest.shards))
+    return None if listed == (manifest.num_videos, manifest.num_queries) else listed
+
+
 def weights_identity(pretrained: str | None) -> str:
     """How a CLIP's weights are named in manifests: a tag, the checkpoint's sha256, or random."""
     from vdi.config import looks_like_path
@@ -230,11 +260,14 @@ __all__ = [
     "EncoderInfo",
     "QueryRecord",
     "ShardError",
+    "ShardFault",
     "ShardInfo",
     "ShardManifest",
     "check_compatible",
+    "check_shard",
     "decode_sample",
     "encode_sample",
+    "listed_totals_mismatch",
     "read_manifest",
     "sha256_file",
     "weights_identity",
