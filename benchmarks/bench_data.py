@@ -4,7 +4,7 @@ Run on demand:  python benchmarks/bench_data.py [--videos 5336] [--skip-patches]
 
 * Charades-sized shards from generated features (5,336 videos x 32 frames x 512-d float16, 2-3
   queries each; with and without 49 patch tokens per frame), ~1 GB shards, read by the real
-  loader (vdi.data.ShardStream: decode + resample + tokenize + collate) with 0 and 2 workers,
+  loader (vdi.data.loader.ShardStream: decode + resample + tokenize + collate) with 0 and 2 workers,
   batch 48 videos, one epoch. Reported in videos/s and queries/s.
 * In the same run, the rate at which one training process consumes videos at the Charades
   configuration (VDI model, ViT-B-32 text tower, 8 videos x 3 queries per step) and the ratio
@@ -33,48 +33,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def write_charades_like(root: Path, videos: int, patches: bool) -> Path:
-    import webdataset as wds
-
-    from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
+    from vdi.data.format import EncoderInfo, QueryRecord
+    from vdi.data.writer import SplitWriter
 
     split = root / ("with_patches" if patches else "no_patches")
-    split.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    sentence = {
-        "sentence": "a person opens the door of the refrigerator.",
-        "static": "a person, the door, the refrigerator",
-        "dynamic": "opens of .",
-    }
-    counts: list[list[int]] = []
+    sentence = (
+        "a person opens the door of the refrigerator.",
+        "a person, the door, the refrigerator",
+        "opens of .",
+    )
     patch_block = rng.standard_normal((32, 49, 512)).astype(np.float16) if patches else None
-    with wds.ShardWriter(str(split / "shard-%06d.tar"), maxsize=1 << 30, maxcount=10**9, verbose=0) as writer:
+    with SplitWriter(split, fps=1.0, shard_bytes=1 << 30) as writer:
         for index in range(videos):
-            queries = [dict(sentence, start=1.0 + q, end=6.0 + q) for q in range(2 + index % 2)]
+            queries = [QueryRecord(*sentence, start=1.0 + q, end=6.0 + q) for q in range(2 + index % 2)]
             features = rng.standard_normal((32, 512)).astype(np.float16)
-            writer.write(encode_sample(index, f"V{index:05d}", 30.0, 1.0, features, patch_block, queries))
-            while len(counts) < writer.shard:
-                counts.append([0, 0])
-            counts[writer.shard - 1][0] += 1
-            counts[writer.shard - 1][1] += len(queries)
-    files = sorted(split.glob("shard-*.tar"))
-    infos = [ShardInfo(f.name, sha256_file(f), f.stat().st_size, v, q) for f, (v, q) in zip(files, counts)]
-    manifest = ShardManifest(
+            writer.write(f"V{index:05d}", 30.0, features, patch_block, queries)
+    writer.write_manifest(
         dataset="bench",
         split="train",
-        num_videos=videos,
-        num_queries=sum(i.num_queries for i in infos),
         encoder=EncoderInfo("ViT-B-32", "random"),
-        fps=1.0,
         feature_dim=512,
         num_patches=49 if patches else 0,
-        shards=infos,
     )
-    write_manifest(split, manifest)
     return split
 
 
 def loader_rate(split: Path, patches: bool, workers: int) -> tuple[float, float]:
-    from vdi.data import ShardStream, make_loader
+    from vdi.data.loader import ShardStream, make_loader
 
     stream = ShardStream(split, batch_size=48, num_pre_clips=32, clip_name="ViT-B-32", load_patches=patches, seed=0)
     stream.set_epoch(1)

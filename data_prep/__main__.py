@@ -148,7 +148,7 @@ def cmd_build(args) -> int:
 
 def cmd_verify(args) -> int:
     from data_prep.shards import verify_split
-    from vdi.shards import read_manifest
+    from vdi.data.format import read_manifest
 
     problems = verify_split(args.split_dir)
     for problem in problems:

@@ -12,8 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdi.data.format import sha256_file
 from vdi.errors import InputError, UserError
-from vdi.shards import sha256_file
 
 # raw.githubusercontent.com resolves HEAD to the repository's default branch.
 _VIDEOX = "https://raw.githubusercontent.com/microsoft/VideoX/HEAD/2D-TAN/data/Charades-STA"

@@ -190,8 +190,8 @@ def extract_features(
     ~3x faster there; features are stored as float16 either way)."""
     from tqdm import tqdm
 
+    from vdi.data.format import weights_identity
     from vdi.encoders import FrozenVisualEncoder, create_clip, patch_count
-    from vdi.shards import weights_identity
 
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)

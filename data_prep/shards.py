@@ -1,4 +1,5 @@
-"""Annotations + extracted features -> WebDataset shards of one split, with a manifest.
+"""Annotations + extracted features -> WebDataset shards of one split, with a manifest, written
+by :class:`vdi.data.writer.SplitWriter`.
 
 The split is written into ``<out>/<split>.tmp`` and moved to ``<out>/<split>`` only when every
 shard and the manifest are complete, so an interrupted build never leaves shards a loader would
@@ -14,11 +15,10 @@ from pathlib import Path
 
 from data_prep.annotations import HygieneReport, VideoRecord, apply_durations
 from data_prep.features import FeatureError, load_features, read_spec
+from vdi.data.format import EncoderInfo, QueryRecord
+from vdi.data.writer import DEFAULT_SHARD_BYTES, SplitWriter
 from vdi.errors import InputError
-from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
 from vdi.video import DURATION_TOLERANCE_FRACTION, DURATION_TOLERANCE_S, duration_mismatch
-
-DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard
 
 
 @dataclass
@@ -60,8 +60,6 @@ def build_split(
     parser=None,
     verbose: bool = True,
 ) -> ShardSummary:
-    import webdataset as wds
-
     from vdi.text import QueryParser
 
     start = time.perf_counter()
@@ -116,11 +114,7 @@ def build_split(
     temporary = out_root / f"{split}.tmp"
     final = out_root / split
     shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    counts: list[list[int]] = []  # per shard: videos, queries
-    pattern = str(temporary / "shard-%06d.tar")
-    index = 0
-    with wds.ShardWriter(pattern, maxsize=shard_bytes, maxcount=10**9, verbose=0) as writer:
+    with SplitWriter(temporary, fps=spec.fps, shard_bytes=shard_bytes) as writer:
         for record in kept:
             try:
                 stored = load_features(features_dir, record.video_id, load_patches=include_patches)
@@ -134,66 +128,35 @@ def build_split(
             for moment in record.moments:
                 item = next(parsed)
                 queries.append(
-                    {
-                        "sentence": item.query,
-                        "static": item.static,
-                        "dynamic": item.dynamic,
-                        "start": moment.start,
-                        "end": moment.end,
-                        "extra": moment.extra,
-                    }
+                    QueryRecord(item.query, item.static, item.dynamic, moment.start, moment.end, moment.extra)
                 )
-            sample = encode_sample(
-                index,
-                record.video_id,
-                record.duration,
-                spec.fps,
-                stored["features"],
-                stored.get("patches") if include_patches else None,
-                queries,
-            )
-            writer.write(sample)
-            index += 1
-            shard_index = writer.shard - 1
-            while len(counts) <= shard_index:
-                counts.append([0, 0])
-            counts[shard_index][0] += 1
-            counts[shard_index][1] += len(queries)
+            patches = stored.get("patches") if include_patches else None
+            writer.write(record.video_id, record.duration, stored["features"], patches, queries)
     if damaged:
         note = f"{split} features: {len(damaged)} damaged feature files skipped (first: {damaged[0]})"
         lines.append(note)
         if verbose:
             print(note)
-    if index == 0:
+    if writer.num_videos == 0:
         raise InputError(f"split {split}: every feature file in {features_dir} is damaged; extract them again")
-    shard_files = sorted(temporary.glob("shard-*.tar"))
-    infos = [
-        ShardInfo(path.name, sha256_file(path), path.stat().st_size, videos, queries)
-        for path, (videos, queries) in zip(shard_files, counts)
-    ]
-    manifest = ShardManifest(
+    manifest = writer.write_manifest(
         dataset=dataset,
         split=split,
-        num_videos=sum(i.num_videos for i in infos),
-        num_queries=sum(i.num_queries for i in infos),
         encoder=EncoderInfo(spec.encoder, spec.weights),
-        fps=spec.fps,
         feature_dim=spec.feature_dim,
         num_patches=spec.num_patches if include_patches else 0,
-        shards=infos,
         hygiene=lines,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         max_duration=max(float(r.duration) for r in kept),
     )
-    write_manifest(temporary, manifest)
     shutil.rmtree(final, ignore_errors=True)
     temporary.replace(final)
     summary = ShardSummary(
         split,
         manifest.num_videos,
         manifest.num_queries,
-        len(infos),
-        sum(i.bytes for i in infos),
+        len(manifest.shards),
+        sum(i.bytes for i in manifest.shards),
         missing,
         time.perf_counter() - start,
         damaged_features=len(damaged),
@@ -205,34 +168,33 @@ def build_split(
 
 
 def verify_split(split_dir: str | Path) -> list[str]:
-    """Problems found when re-hashing every shard against the manifest and counting its videos
-    and queries (empty = verified)."""
+    """Problems found when re-hashing every shard against the manifest (the loader's check,
+    :func:`vdi.data.format.check_shard`) and counting its videos and queries (empty = verified)."""
     import json
 
     import webdataset as wds
 
-    from vdi.shards import read_manifest
+    from vdi.data.format import check_shard, listed_totals_mismatch, read_manifest
 
     split_dir = Path(split_dir)
     manifest = read_manifest(split_dir)
     problems = []
-    listed_videos = sum(s.num_videos for s in manifest.shards)
-    listed_queries = sum(s.num_queries for s in manifest.shards)
-    if (listed_videos, listed_queries) != (manifest.num_videos, manifest.num_queries):
+    listed = listed_totals_mismatch(manifest)
+    if listed is not None:
         problems.append(
             f"{split_dir / 'manifest.json'}: says {manifest.num_videos} videos / {manifest.num_queries} queries, "
-            f"its shard list {listed_videos} / {listed_queries}"
+            f"its shard list {listed[0]} / {listed[1]}"
         )
     for shard in manifest.shards:
         path = split_dir / shard.name
-        if not path.exists():
-            problems.append(f"{path}: missing")
-            continue
-        if path.stat().st_size != shard.bytes:
-            problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard.bytes}")
-            continue
-        if sha256_file(path) != shard.sha256:
-            problems.append(f"{path}: sha256 differs from the manifest")
+        fault = check_shard(path, shard)  # every time from the file: no per-process hash cache here
+        if fault is not None:
+            if fault.kind == "missing":
+                problems.append(f"{path}: missing")
+            elif fault.kind == "size":
+                problems.append(f"{path}: {fault.size} bytes, manifest says {shard.bytes}")
+            else:
+                problems.append(f"{path}: sha256 differs from the manifest")
             continue
         videos = queries = 0
         try:

@@ -1,4 +1,4 @@
-"""Test helpers: a plain reference NMS loop."""
+"""Test helpers: a plain reference NMS loop, toy shards, small videos."""
 
 from __future__ import annotations
 
@@ -26,52 +26,24 @@ def reference_nms(moments: torch.Tensor, scores: torch.Tensor, threshold: float)
 
 
 def write_toy_shards(samples, split_dir, per_shard: int, dataset: str = "toy", split: str = "train"):
-    """Write VideoSamples (tests/toy.py) as shards + manifest, the way data_prep does, without videos."""
-    from pathlib import Path
+    """Write VideoSamples (tests/toy.py) as shards + manifest with data_prep's writer, without videos."""
+    from vdi.data.format import EncoderInfo, QueryRecord
+    from vdi.data.writer import SplitWriter
 
-    import webdataset as wds
-
-    from vdi.shards import EncoderInfo, ShardInfo, ShardManifest, encode_sample, sha256_file, write_manifest
-
-    split_dir = Path(split_dir)
-    split_dir.mkdir(parents=True, exist_ok=True)
-    infos = []
-    for shard_index, first in enumerate(range(0, len(samples), per_shard)):
-        path = split_dir / f"shard-{shard_index:06d}.tar"
-        chunk = samples[first : first + per_shard]
-        with wds.TarWriter(str(path)) as writer:
-            for offset, sample in enumerate(chunk):
-                queries = [
-                    {
-                        "sentence": q.query,
-                        "static": q.static,
-                        "dynamic": q.dynamic,
-                        "start": float(m[0]),
-                        "end": float(m[1]),
-                    }
-                    for q, m in zip(sample.queries, sample.moments)
-                ]
-                writer.write(
-                    encode_sample(
-                        first + offset, sample.video_id, sample.duration, 2.0, sample.features, sample.patches, queries
-                    )
-                )
-        infos.append(
-            ShardInfo(path.name, sha256_file(path), path.stat().st_size, len(chunk), sum(len(s.queries) for s in chunk))
-        )
-    manifest = ShardManifest(
+    with SplitWriter(split_dir, fps=2.0, videos_per_shard=per_shard) as writer:
+        for sample in samples:
+            queries = [
+                QueryRecord(q.query, q.static, q.dynamic, float(m[0]), float(m[1]))
+                for q, m in zip(sample.queries, sample.moments)
+            ]
+            writer.write(sample.video_id, sample.duration, sample.features, sample.patches, queries)
+    return writer.write_manifest(
         dataset=dataset,
         split=split,
-        num_videos=len(samples),
-        num_queries=sum(len(s.queries) for s in samples),
         encoder=EncoderInfo("vdi-test-tiny", "random"),
-        fps=2.0,
         feature_dim=int(samples[0].features.shape[1]),
         num_patches=int(samples[0].patches.shape[1]) if samples[0].patches is not None else 0,
-        shards=infos,
     )
-    write_manifest(split_dir, manifest)
-    return manifest
 
 
 def write_toy_dataset(root, train_videos: int, per_shard: int, seed: int):

@@ -7,7 +7,7 @@ import pytest
 from helpers import write_video
 
 from data_prep.__main__ import main
-from vdi.shards import ShardError, check_compatible, decode_sample, read_manifest
+from vdi.data.format import ShardError, check_compatible, decode_sample, read_manifest
 
 
 @pytest.fixture(scope="module")

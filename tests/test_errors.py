@@ -4,8 +4,8 @@ import pytest
 
 import vdi.evaluate
 from vdi.config import ConfigError
+from vdi.data.format import ShardError
 from vdi.errors import InputError, UserError, user_errors
-from vdi.shards import ShardError
 
 
 def test_user_error_types_share_one_base():

@@ -6,7 +6,7 @@ import torch
 from helpers import write_toy_shards
 from toy import planted_samples
 
-from vdi.data import ShardStream, held_out_keys, make_loader
+from vdi.data.loader import ShardStream, held_out_keys, make_loader
 from vdi.losses import spatial_dynamic_diagnostics, visual_context_diagnostics
 from vdi.metrics import (
     candidate_grid,

@@ -34,9 +34,9 @@ PREDICT = textwrap.dedent(
 def _checkpoint(folder: Path) -> Path:
     from vdi.checkpoint import save_inference_checkpoint
     from vdi.config import load_config, to_dict
+    from vdi.data.format import weights_identity
     from vdi.encoders import create_clip
     from vdi.injection import build_vdi_model
-    from vdi.shards import weights_identity
 
     torch.manual_seed(0)
     clip = create_clip("vdi-test-tiny", None)

@@ -7,9 +7,9 @@ from helpers import write_toy_shards
 from toy import planted_samples
 
 from vdi.config import load_config
-from vdi.data import ShardStream, make_loader
+from vdi.data.format import ShardError
+from vdi.data.loader import ShardStream, make_loader
 from vdi.injection import build_vdi_model
-from vdi.shards import ShardError
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ def _worker(rank: int, world: int, port: int, split_dir: str, results: dict) -> 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         from vdi.config import load_config
-        from vdi.data import ShardStream, dist_info, make_loader
+        from vdi.data.loader import ShardStream, dist_info, make_loader
         from vdi.injection import build_vdi_model
 
         torch.manual_seed(0)

@@ -56,7 +56,7 @@ def checkpoint(tmp_path_factory):
         terms.total.backward()
         optimizer.step()
     path = folder / "model.pt"
-    from vdi.shards import weights_identity
+    from vdi.data.format import weights_identity
 
     metadata = {"feature_fps": 2.0, "max_train_duration": 8.0, "clip_weights": weights_identity(str(clip_path))}
     save_inference_checkpoint(path, model.retriever.state_dict(), to_dict(cfg), {}, 1, metadata)

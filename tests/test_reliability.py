@@ -11,8 +11,8 @@ from helpers import write_toy_shards, write_video
 from toy import planted_samples
 
 from data_prep.__main__ import main
-from vdi.data import ShardStream, make_loader
-from vdi.shards import ShardError, read_manifest, write_manifest
+from vdi.data.format import ShardError, read_manifest, write_manifest
+from vdi.data.loader import ShardStream, make_loader
 
 CLIP = ["--clip", "vdi-test-tiny", "--pretrained", "none"]
 COMMON = [*CLIP, "--fps", "2", "--workers", "0"]

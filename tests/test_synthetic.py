@@ -132,7 +132,7 @@ CLIP_FILE = "vdi-synthetic-vit.pt"
 @pytest.mark.integration
 def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys, monkeypatch):
     from data_prep.__main__ import main
-    from vdi.shards import read_manifest
+    from vdi.data.format import read_manifest
 
     args = [
         "synthetic",

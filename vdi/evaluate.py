@@ -137,7 +137,7 @@ def check_coverage(ranked: dict[str, torch.Tensor], stream, split: str) -> dict[
     if stream.skipped:
         message += f" ({len(stream.skipped)} corrupt shards skipped: {stream.skipped[0]})"
     if not stream.skip_corrupt:
-        from vdi.shards import ShardError
+        from vdi.data.format import ShardError
 
         raise ShardError(
             f"{message}; the shards and their manifest disagree: check them (python -m data_prep verify "
@@ -153,7 +153,7 @@ def check_coverage(ranked: dict[str, torch.Tensor], stream, split: str) -> dict[
 def metrics_of(ranked: dict[str, torch.Tensor], cfg: Config, grounding: bool = True) -> dict[str, float]:
     """R@k and mIoU of one split's ranked moments, then (``grounding``) its ceiling, prior and gains."""
     if not ranked or ranked["truth"].shape[0] == 0:
-        from vdi.shards import ShardError
+        from vdi.data.format import ShardError
 
         raise ShardError("the split has no queries to evaluate: check its shards (python -m data_prep verify)")
     results = metrics_from_ranked(
@@ -244,8 +244,8 @@ def evaluate_checkpoint(
 ) -> dict[str, dict[str, float]]:
     """Evaluate a saved retriever on shard splits (single process)."""
     from vdi.checkpoint import load_retriever
-    from vdi.data import ShardStream, make_loader, split_source
-    from vdi.shards import check_compatible, weights_identity
+    from vdi.data.format import check_compatible, weights_identity
+    from vdi.data.loader import ShardStream, make_loader, split_source
 
     retriever, cfg, _ = load_retriever(checkpoint, device)
     root = Path(shard_root or cfg.data.shard_root)

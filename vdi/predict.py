@@ -99,7 +99,7 @@ class Predictor:
     @property
     def visual(self) -> FrozenVisualEncoder:
         if self._visual is None:  # built only when raw videos are encoded
-            from vdi.shards import weights_identity
+            from vdi.data.format import weights_identity
 
             clip_cfg = self.cfg.model.clip
             try:

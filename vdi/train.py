@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
-from vdi.data import LoaderState, ShardStream, make_loader, split_source
+from vdi.data.loader import LoaderState, ShardStream, make_loader, split_source
 from vdi.metric_keys import (
     GAIN_R1_AT_05,
     MIOU,
@@ -86,7 +86,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _streams(cfg: Config, rank: int, world: int, needs_patches: bool, feature_dim: int):
-    from vdi.shards import check_compatible, weights_identity
+    from vdi.data.format import check_compatible, weights_identity
 
     root = Path(cfg.data.shard_root)
     weights = weights_identity(cfg.model.clip.pretrained)

@@ -17,8 +17,9 @@ here so that a run is reproducible and resumable to the batch:
   epoch starts at ``start`` = the batches already consumed: nothing repeated, nothing lost.
   (The price: every worker reads the rank's shard bytes; decoding, the costly part, is split.)
 * **Corrupt shards.** A shard whose size or content (sha256, hashed once per process and file
-  identity) differs from the manifest, or whose tar stream breaks, raises
-  :class:`~vdi.shards.ShardError` naming it; with ``skip_corrupt`` it is skipped and counted
+  identity) differs from the manifest (:func:`~vdi.data.format.check_shard`, the check
+  ``python -m data_prep verify`` makes too), or whose tar stream breaks, raises
+  :class:`~vdi.data.format.ShardError` naming it; with ``skip_corrupt`` it is skipped and counted
   (``skipped``: one entry per shard). A manifest whose totals disagree with its own shard list
   is refused either way.
 """
@@ -36,7 +37,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vdi.batch import Batch, collate
 from vdi.checkpoint import LoaderState
-from vdi.shards import MANIFEST_NAME, ShardError, ShardInfo, ShardManifest, decode_sample, read_manifest, sha256_file
+from vdi.data.format import (
+    MANIFEST_NAME,
+    ShardError,
+    ShardInfo,
+    ShardManifest,
+    check_shard,
+    decode_sample,
+    listed_totals_mismatch,
+    read_manifest,
+    sha256_file,
+)
 
 # sha256 of shard files already hashed by this process, by file identity (path, size, mtime, inode):
 # a file is hashed once however many streams open it, and again only if it changes
@@ -53,9 +64,9 @@ def content_hash(path: Path) -> str:
 
 def check_manifest_totals(split_dir: Path, manifest: ShardManifest) -> None:
     """Refuse a manifest whose video / query totals disagree with its own shard list."""
-    videos = sum(s.num_videos for s in manifest.shards)
-    queries = sum(s.num_queries for s in manifest.shards)
-    if (videos, queries) != (manifest.num_videos, manifest.num_queries):
+    listed = listed_totals_mismatch(manifest)
+    if listed is not None:
+        videos, queries = listed
         raise ShardError(
             f"{split_dir / MANIFEST_NAME} says {manifest.num_videos} videos / {manifest.num_queries} queries, but its "
             f"shards list {videos} / {queries}: the manifest was edited or is from another build; rebuild the split "
@@ -70,16 +81,17 @@ def _usable_shards(
     usable, skipped = [], []
     for shard in manifest.shards:
         path = split_dir / shard.name
-        problem = None
-        if not path.exists():
-            problem = "is missing"
-        elif path.stat().st_size != shard.bytes:
-            problem = f"has {path.stat().st_size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
-        elif verify_content and content_hash(path) != shard.sha256:
-            problem = "has content whose sha256 differs from the manifest's (corrupted or replaced)"
-        if problem is None:
+        fault = check_shard(path, shard, content_hash if verify_content else None)
+        if fault is None:
             usable.append(shard)
-        elif skip_corrupt:
+            continue
+        if fault.kind == "missing":
+            problem = "is missing"
+        elif fault.kind == "size":
+            problem = f"has {fault.size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
+        else:
+            problem = "has content whose sha256 differs from the manifest's (corrupted or replaced)"
+        if skip_corrupt:
             skipped.append(f"{path} {problem}")
             warnings.warn(f"skipping shard {path}: it {problem} (data.skip_corrupt=true)", stacklevel=3)
         else:

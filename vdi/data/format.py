@@ -6,11 +6,13 @@ sample (key = running index, so video ids with dots are safe) has:
 * ``features.npy``: [F, D] float16 per-frame global CLIP features at ``fps`` frames per second;
 * ``patches.npy`` (optional): [F, P, D] float16 projected patch tokens;
 * ``meta.json``: video id, duration, fps and every query of the video with its moment and the
-  Q^s / Q^d parse made once at preparation time (spaCy never runs per epoch).
+  Q^s / Q^d parse made once at preparation time (spaCy never runs per epoch): a
+  :class:`QueryRecord` each.
 
 The manifest records counts, per-shard sha256 and sizes, the encoder (name and weights
 identity), fps and feature shapes; training refuses shards whose manifest does not match its
-model config (:func:`check_compatible`).
+model config (:func:`check_compatible`). :class:`vdi.data.writer.SplitWriter` writes the format,
+:class:`vdi.data.loader.ShardStream` reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +36,33 @@ FORMAT_VERSION = 1
 
 class ShardError(UserError, RuntimeError):
     """Shards that cannot be used: missing, corrupt, or built for another model."""
+
+
+@dataclass
+class QueryRecord:
+    """One query of a video as its sample's ``meta.json`` stores it."""
+
+    sentence: str
+    static: str  # Q^s
+    dynamic: str  # Q^d
+    start: float  # seconds
+    end: float
+    # per-query fields kept from the source (CG splits: "news" / "novels"); data_prep always
+    # writes one (maybe {}), the tests' and benchmarks' writers none: None leaves the key out
+    extra: dict | None = None
+
+    def as_dict(self) -> dict:
+        """The JSON object, keys in the order shards store them."""
+        record = {
+            "sentence": self.sentence,
+            "static": self.static,
+            "dynamic": self.dynamic,
+            "start": self.start,
+            "end": self.end,
+        }
+        if self.extra is not None:
+            record["extra"] = self.extra
+        return record
 
 
 @dataclass
@@ -118,6 +148,35 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ShardFault:
+    """Why a shard file does not match its manifest entry (each caller words it its own way)."""
+
+    kind: str  # "missing", "size" or "sha256"
+    size: int = 0  # the file's bytes, for "size"
+
+
+def check_shard(path: Path, shard: ShardInfo, digest: Callable[[Path], str] | None = sha256_file) -> ShardFault | None:
+    """The shard file at ``path`` against its manifest entry: missing, another size, or (unless
+    ``digest`` is None) other content; None when it matches. The one check behind both
+    ``python -m data_prep verify`` and the loader's refusal / skipping of corrupt shards."""
+    if not path.exists():
+        return ShardFault("missing")
+    size = path.stat().st_size
+    if size != shard.bytes:
+        return ShardFault("size", size)
+    if digest is not None and digest(path) != shard.sha256:
+        return ShardFault("sha256")
+    return None
+
+
+def listed_totals_mismatch(manifest: ShardManifest) -> tuple[int, int] | None:
+    """The (videos, queries) its shard list adds up to, when they disagree with the manifest's
+    totals (an edited manifest, or one from another build); None when they agree."""
+    listed = (sum(s.num_videos for s in manifest.shards), sum(s.num_queries for s in manifest.shards))
+    return None if listed == (manifest.num_videos, manifest.num_queries) else listed
+
+
 def weights_identity(pretrained: str | None) -> str:
     """How a CLIP's weights are named in manifests: a tag, the checkpoint's sha256, or random."""
     from vdi.config import looks_like_path
@@ -159,7 +218,7 @@ def encode_sample(
     fps: float,
     features: np.ndarray,
     patches: np.ndarray | None,
-    queries: list[dict],
+    queries: list[QueryRecord],
 ) -> dict:
     """A WebDataset sample dict (bytes values) for one video."""
 
@@ -173,7 +232,7 @@ def encode_sample(
         "duration": float(duration),
         "fps": float(fps),
         "num_frames": int(features.shape[0]),
-        "queries": queries,
+        "queries": [query.as_dict() for query in queries],
     }
     sample = {"__key__": f"{index:09d}", "features.npy": npy(features), "meta.json": json.dumps(meta).encode()}
     if patches is not None:
@@ -199,12 +258,16 @@ def decode_sample(raw: dict, load_patches: bool = True) -> VideoSample:
 __all__ = [
     "MANIFEST_NAME",
     "EncoderInfo",
+    "QueryRecord",
     "ShardError",
+    "ShardFault",
     "ShardInfo",
     "ShardManifest",
     "check_compatible",
+    "check_shard",
     "decode_sample",
     "encode_sample",
+    "listed_totals_mismatch",
     "read_manifest",
     "sha256_file",
     "weights_identity",
