@@ -168,10 +168,9 @@ def test_single_window_ranking_equals_evaluation(checkpoint):
         video = predictor.encode_video(features, duration)  # within the 8 s span: one window
         results = predictor.predict(video, queries, top_k=5)
         with torch.no_grad():
-            tokens = predictor.tokenizer(queries).tokens
-            sentences = predictor.retriever.head.sentence_embeddings(predictor.retriever.encode_queries(tokens))
-            scores = predictor.retriever.head.score_maps(video.maps[0], sentences, torch.zeros(4, dtype=torch.long))
-            fused = scores.fused(predictor.cfg.eval.contrastive_power).double()
+            sentences = predictor.retriever.embed_queries(predictor.tokenizer(queries).tokens)
+            zeros = torch.zeros(4, dtype=torch.long)
+            fused = predictor.retriever.score(video.maps[0], sentences, zeros, predictor.cfg.eval.contrastive_power)
         ranked = rank_moments(
             fused, predictor.grid, predictor.cfg.model.num_clips, torch.full((4,), video.duration), 5, 0.5
         )
@@ -179,3 +178,4 @@ def test_single_window_ranking_equals_evaluation(checkpoint):
             expected = ranked.moments[row][ranked.valid[row]].tolist()
             flat = [bound for pair in expected for bound in pair]
             assert [bound for m in moments for bound in (m.start, m.end)] == pytest.approx(flat, abs=1e-3)
+
