@@ -179,3 +179,33 @@ def test_single_window_ranking_equals_evaluation(checkpoint):
             flat = [bound for pair in expected for bound in pair]
             assert [bound for m in moments for bound in (m.start, m.end)] == pytest.approx(flat, abs=1e-3)
 
+
+@pytest.mark.parametrize("nms_threshold", [0.5, 0.3, 0.7])
+def test_evaluation_and_prediction_rank_every_sentence_alike(checkpoint, nms_threshold):
+    """The same video and sentences, ranked by evaluation (vdi.evaluate.rank_batches: the grid in
+    clip units) and by the Predictor (one window, in seconds), give the same moments in the same
+    order: both score with MomentRetriever.score and rank with vdi.metrics.rank_segments."""
+    from dataclasses import replace
+
+    from vdi.batch import collate
+    from vdi.evaluate import rank_batches
+    from vdi.toy import planted_samples
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor.cfg.eval.nms_threshold = nms_threshold
+    samples = planted_samples(6, num_frames=16, seed=PLANT_SEED + 1)
+    queries = [query for sample in samples for query in sample.queries]
+    k = max(predictor.cfg.eval.recall_ks)
+    compared = 0
+    for sample, duration in zip(samples, [7.6, 8.0, 8.3, 7.9, 8.2, 7.75]):  # one window, all 16 frames
+        video_sample = replace(sample, duration=duration, queries=queries, moments=np.zeros((len(queries), 2)))
+        batch = collate([video_sample], predictor.tokenizer, predictor.cfg.model.num_pre_clips, load_patches=False)
+        ranked = rank_batches(predictor.retriever, [batch], predictor.cfg)["query"]
+        video = predictor.encode_video(torch.as_tensor(sample.features), duration)
+        assert len(video.windows) == 1
+        predicted = predictor.predict(video, [query.query for query in queries], top_k=k)
+        for row, moments in enumerate(predicted):
+            expected = [(round(s, 3), round(e, 3)) for s, e in ranked["moments"][row][ranked["valid"][row]].tolist()]
+            assert [(m.start, m.end) for m in moments] == expected, (sample.video_id, queries[row].query)
+            compared += 1
+    assert compared == 6 * len(queries)
