@@ -175,11 +175,11 @@ def suppression(segments: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 class RankedMoments:
-    """Top-k moments per query after NMS: moments [Q, k, 2] s, scores [Q, k], valid [Q, k] and the
-    candidate indices [Q, k] (-1 where fewer than k survive)."""
+    """Top-k moments per query after NMS: moments [Q, k, 2] (seconds from ``rank_moments``),
+    scores [Q, k], valid [Q, k]."""
 
-    def __init__(self, moments: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, indices: torch.Tensor):
-        self.moments, self.scores, self.valid, self.indices = moments, scores, valid, indices
+    def __init__(self, moments: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
+        self.moments, self.scores, self.valid = moments, scores, valid
 
 
 def rank_segments(scores: torch.Tensor, segments: torch.Tensor, k: int, nms_threshold: float) -> RankedMoments:
@@ -189,7 +189,7 @@ def rank_segments(scores: torch.Tensor, segments: torch.Tensor, k: int, nms_thre
     valid = kept >= 0
     safe = kept.clamp(min=0)
     kept_scores = scores.gather(1, safe).masked_fill(~valid, float("nan"))
-    return RankedMoments(segments.to(scores.device)[safe], kept_scores, valid, kept)
+    return RankedMoments(segments.to(scores.device)[safe], kept_scores, valid)
 
 
 def rank_moments(

@@ -206,7 +206,7 @@ class MomentRetriever(nn.Module):
     def encode_queries(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(tokens, trim=self.trim_text)
 
-    # -- inference: evaluation and the Predictor score through these three, and only these ------
+    # -- the scoring path of evaluation and the Predictor (fused scores, eq. 10) ---------------
     def video_maps(self, video_features: torch.Tensor) -> VideoMaps:
         """[B, T, D] pre-clip features -> proposal maps, computed once per video for all its queries."""
         return self.head.video_maps(video_features.float())
