@@ -135,11 +135,11 @@ def _proposal_features(checkpoint: Path, world: Path, events: dict[str, list]) -
     """The trained head's contrastive proposal feature at each moment's best grid cell."""
     from vdi.batch import resample_frames
     from vdi.checkpoint import load_retriever
-    from vdi.metrics import candidate_grid, temporal_iou
+    from vdi.metrics import temporal_iou
 
     retriever, cfg, _ = load_retriever(checkpoint)
     retriever.eval()
-    grid = candidate_grid(retriever.head.mask)
+    grid = retriever.candidates
     num_clips = cfg.model.num_clips
     out: dict[str, dict[str, np.ndarray]] = {}
     for split, rows in events.items():
@@ -148,7 +148,7 @@ def _proposal_features(checkpoint: Path, world: Path, events: dict[str, list]) -
             frames = torch.tensor(_frames(world, video_id))
             clips = resample_frames(frames, cfg.model.num_pre_clips)[None]
             with torch.no_grad():
-                maps = retriever.head.video_maps(clips)
+                maps = retriever.video_maps(clips)
             cells = grid.double() * duration / num_clips
             for start, end, *label in moments:
                 best = int(temporal_iou(cells, torch.tensor([[start, end]]).double().expand_as(cells)).argmax())

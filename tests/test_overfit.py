@@ -8,19 +8,19 @@ from vdi.batch import collate
 from vdi.config import load_config
 from vdi.encoders import Tokenizer
 from vdi.injection import build_vdi_model
-from vdi.metrics import candidate_grid, retrieval_metrics
+from vdi.metrics import retrieval_metrics
 
 
 def _recall(model, batch, cfg):
+    retriever = model.retriever
     model.eval()
     with torch.no_grad():
-        scores = model.retriever(batch.video_features, batch.query_tokens, batch.sentence_video)
+        maps, sentences = retriever.video_maps(batch.video_features), retriever.embed_queries(batch.query_tokens)
+        fused = retriever.score(maps, sentences, batch.sentence_video, cfg.eval.contrastive_power)
     model.train()
-    grid = candidate_grid(model.retriever.head.mask)
-    fused = scores.fused(cfg.eval.contrastive_power)
     metrics = retrieval_metrics(
         fused,
-        grid,
+        retriever.candidates,
         cfg.model.num_clips,
         batch.sentence_durations,
         batch.moments,

@@ -169,10 +169,9 @@ def test_single_window_ranking_equals_evaluation(checkpoint):
         video = predictor.encode_video(features, duration)  # within the 8 s span: one window
         results = predictor.predict(video, queries, top_k=5)
         with torch.no_grad():
-            tokens = predictor.tokenizer(queries).tokens
-            sentences = predictor.retriever.head.sentence_embeddings(predictor.retriever.encode_queries(tokens))
-            scores = predictor.retriever.head.score_maps(video.maps[0], sentences, torch.zeros(4, dtype=torch.long))
-            fused = scores.fused(predictor.cfg.eval.contrastive_power).double()
+            sentences = predictor.retriever.embed_queries(predictor.tokenizer(queries).tokens)
+            zeros = torch.zeros(4, dtype=torch.long)
+            fused = predictor.retriever.score(video.maps[0], sentences, zeros, predictor.cfg.eval.contrastive_power)
         ranked = rank_moments(
             fused, predictor.grid, predictor.cfg.model.num_clips, torch.full((4,), video.duration), 5, 0.5
         )
@@ -216,3 +215,35 @@ def test_renamed_data_and_eval_keys_do_not_break_a_saved_model(checkpoint, tmp_p
     messages = " ".join(str(w.message) for w in caught)
     assert "data keys ['shard_folder'] are unknown" in messages and "eval keys ['old_setting']" in messages
     assert predictor.cfg.eval.nms_threshold == payload["inference"]["nms_threshold"]
+
+
+@pytest.mark.parametrize("nms_threshold", [0.5, 0.3, 0.7])
+def test_evaluation_and_prediction_rank_every_sentence_alike(checkpoint, nms_threshold):
+    """The same video and sentences, ranked by evaluation (vdi.evaluate.rank_batches: the grid in
+    clip units) and by the Predictor (one window, in seconds), give the same moments in the same
+    order: both score with MomentRetriever.score and rank with vdi.metrics.rank_segments."""
+    from dataclasses import replace
+
+    from toy import planted_samples
+
+    from vdi.batch import collate
+    from vdi.evaluate import rank_batches
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor.cfg.eval.nms_threshold = nms_threshold
+    samples = planted_samples(6, num_frames=16, seed=PLANT_SEED + 1)
+    queries = [query for sample in samples for query in sample.queries]
+    k = max(predictor.cfg.eval.recall_ks)
+    compared = 0
+    for sample, duration in zip(samples, [7.6, 8.0, 8.3, 7.9, 8.2, 7.75]):  # one window, all 16 frames
+        video_sample = replace(sample, duration=duration, queries=queries, moments=np.zeros((len(queries), 2)))
+        batch = collate([video_sample], predictor.tokenizer, predictor.cfg.model.num_pre_clips, load_patches=False)
+        ranked = rank_batches(predictor.retriever, [batch], predictor.cfg)["query"]
+        video = predictor.encode_video(torch.as_tensor(sample.features), duration)
+        assert len(video.windows) == 1
+        predicted = predictor.predict(video, [query.query for query in queries], top_k=k)
+        for row, moments in enumerate(predicted):
+            expected = [(round(s, 3), round(e, 3)) for s, e in ranked["moments"][row][ranked["valid"][row]].tolist()]
+            assert [(m.start, m.end) for m in moments] == expected, (sample.video_id, queries[row].query)
+            compared += 1
+    assert compared == 6 * len(queries)

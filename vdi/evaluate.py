@@ -41,7 +41,7 @@ from vdi.metrics import (
     sparse_mask,
     temporal_iou,
 )
-from vdi.model import MomentRetriever, SentenceEmbeddings
+from vdi.model import MomentRetriever
 
 VARIANT_TOKENS = {"query": "query_tokens", "static": "static_tokens", "dynamic": "dynamic_tokens"}
 
@@ -68,7 +68,7 @@ def rank_batches(
     """
     was_training = retriever.training
     retriever.eval()
-    grid = candidate_grid(retriever.head.mask).to(device)
+    grid = retriever.candidates.to(device)
     k = max(cfg.eval.recall_ks)
     parts: dict[str, dict[str, list[torch.Tensor]]] = {v: {} for v in variants}
 
@@ -78,14 +78,12 @@ def rank_batches(
 
     for batch in batches:
         batch = batch.to(device)
-        maps = retriever.head.video_maps(batch.video_features.float())
+        maps = retriever.video_maps(batch.video_features)
         keys = torch.tensor([video_key(v) for v in batch.video_ids], dtype=torch.long)[batch.sentence_video.cpu()]
         durations = batch.sentence_durations
         for variant in variants:
-            tokens = getattr(batch, VARIANT_TOKENS[variant])
-            sentences = retriever.head.sentence_embeddings(retriever.encode_queries(tokens).float())
-            scores = retriever.head.score_maps(maps, sentences, batch.sentence_video)
-            fused = scores.fused(cfg.eval.contrastive_power).float()
+            sentences = retriever.embed_queries(getattr(batch, VARIANT_TOKENS[variant]))
+            fused = retriever.score(maps, sentences, batch.sentence_video, cfg.eval.contrastive_power)
             ranked = rank_moments(fused, grid, cfg.model.num_clips, durations, k, cfg.eval.nms_threshold)
             keep(
                 variant, moments=ranked.moments, valid=ranked.valid, truth=batch.moments, video=keys, duration=durations
@@ -93,10 +91,8 @@ def rank_batches(
             if variant == "query":
                 keep(variant, batch_videos=torch.tensor([batch.num_videos]))
                 partner, used = derangement_across(batch.sentence_video.cpu())
-                partner = partner.to(device)
-                crossed = SentenceEmbeddings(sentences.contrastive[partner], sentences.iou[partner])
-                cross = retriever.head.score_maps(maps, crossed, batch.sentence_video)
-                cross_fused = cross.fused(cfg.eval.contrastive_power).float()
+                crossed = sentences.select(partner.to(device))
+                cross_fused = retriever.score(maps, crossed, batch.sentence_video, cfg.eval.contrastive_power)
                 ranked = rank_moments(cross_fused, grid, cfg.model.num_clips, durations, k, cfg.eval.nms_threshold)
                 keep(variant, cross_moments=ranked.moments, cross_valid=ranked.valid, cross_used=used)
     retriever.train(was_training)

@@ -5,12 +5,15 @@ Conventions (documented because published numbers differ on them):
 * **Candidates** are the cells (i, j) of MMN's sparse 2D mask, in row-major order. Cell (i, j)
   is the moment ``(i * d / N, (j + 1) * d / N)`` of a video of duration ``d`` cut into ``N`` clips.
 * **NMS** is greedy over descending scores (ties broken by candidate order): a candidate is
-  suppressed when its IoU with a kept, better candidate is *strictly greater* than the threshold.
-  IoUs between candidates are computed exactly on the integer grid (``(i, j + 1)`` in clip units)
-  in float64, so they do not depend on the duration. Many grid pairs have IoU exactly 0.5 (e.g.
-  ``[0, 2)`` and ``[0, 4)``); computed exactly, such a pair is *not* suppressed at threshold 0.5.
-  MMN computes the IoU in seconds in float32, where ``i * d / N`` rounding can turn 0.5 into
-  0.50000006 and suppress the pair; we do not.
+  suppressed when its IoU with a kept, better candidate is *strictly greater* than the threshold
+  (``rank_segments``, the one ranking of evaluation and prediction). Evaluation computes IoUs
+  between candidates exactly on the integer grid (``(i, j + 1)`` in clip units) in float64, so they
+  do not depend on the duration. Many grid pairs have IoU exactly 0.5 (e.g. ``[0, 2)`` and
+  ``[0, 4)``); computed exactly, such a pair is *not* suppressed at threshold 0.5. MMN computes
+  the IoU in seconds in float32, where ``i * d / N`` rounding can turn 0.5 into 0.50000006 and
+  suppress the pair; we do not. The Predictor's windows share no grid, so it ranks in seconds;
+  the comparison's tolerance ``NMS_TOLERANCE`` absorbs that rounding (see there why it leaves the
+  exact grid rule unchanged).
 * **A hit** is ``IoU(prediction, ground truth) >= threshold`` (MMN's rule; 2D-TAN uses ``>``),
   computed in float64 seconds.
 * A query that keeps fewer than ``k`` moments after NMS counts the ones it has (MMN's own
@@ -70,20 +73,21 @@ def candidate_grid(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero()
 
 
+def grid_bounds(grid: torch.Tensor) -> torch.Tensor:
+    """Candidate cells [..., 2] as (start, end) segments in clip units, float64: (i, j + 1)."""
+    grid = grid.to(torch.float64)
+    return torch.stack([grid[..., 0], grid[..., 1] + 1], dim=-1)
+
+
 def grid_pair_iou(grid: torch.Tensor) -> torch.Tensor:
     """Exact IoU between all candidates [C, C] in float64 (clip units, duration-free)."""
-    start = grid[:, 0].to(torch.float64)
-    end = grid[:, 1].to(torch.float64) + 1
-    inter = (torch.minimum(end[:, None], end[None]) - torch.maximum(start[:, None], start[None])).clamp(min=0)
-    union = torch.maximum(end[:, None], end[None]) - torch.minimum(start[:, None], start[None])
-    return inter / union
+    bounds = grid_bounds(grid)
+    return temporal_iou(bounds[:, None], bounds[None])
 
 
 def grid_moments(grid: torch.Tensor, durations: torch.Tensor, num_clips: int) -> torch.Tensor:
     """Seconds of candidate cells: grid [..., 2] with durations broadcast over its leading dims."""
-    grid = grid.to(torch.float64)
-    bounds = torch.stack([grid[..., 0], grid[..., 1] + 1], dim=-1)
-    return bounds * (durations.to(torch.float64) / num_clips)[..., None]
+    return grid_bounds(grid) * (durations.to(torch.float64) / num_clips)[..., None]
 
 
 def temporal_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -101,7 +105,7 @@ def nms_top_k(scores: torch.Tensor, suppresses: torch.Tensor, k: int) -> torch.T
     Args:
         scores: [Q, C] candidate scores.
         suppresses: [C, C] bool, ``suppresses[a, b]`` = keeping ``a`` removes ``b``
-            (``grid_pair_iou(grid) > threshold``).
+            (``suppression(segments, threshold)``).
         k: how many moments to keep.
 
     Returns:
@@ -152,11 +156,38 @@ def retrieval_metrics(
     return metrics_from_ranked(ranked.moments, ranked.valid, ground_truth, recall_ks, iou_thresholds)
 
 
+# IoU > threshold + NMS_TOLERANCE suppresses, wherever the IoUs come from. On the grid this is the
+# exact rule IoU > threshold: a grid IoU is a / b with integers a <= b <= N (clip units), one
+# correctly rounded float64 division, so a threshold equal to one (0.5, 0.3 = 3 / 10) parses to the
+# same double and such pairs are kept either way, and the two rules differ only for a grid IoU in
+# (threshold, threshold + 1e-9]. A threshold with d decimals is 0 or >= 1 / (N 10^d) from every
+# a / b, so none with up to 6 decimals (every config: 0.5) is that close for N < 1000. In seconds
+# (the Predictor's windows) ``i * d / N`` rounding moves IoUs by ~1e-15, which the tolerance
+# absorbs, so a pair of IoU exactly the threshold is kept there too.
+NMS_TOLERANCE = 1e-9
+
+
+def suppression(segments: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[C, C] bool for ``nms_top_k``: IoU(a, b) > threshold (+ ``NMS_TOLERANCE``) of segments [C, 2]."""
+    return temporal_iou(segments[:, None], segments[None]) > threshold + NMS_TOLERANCE
+
+
 class RankedMoments:
-    """Top-k moments per query after NMS: moments [Q, k, 2] s, scores [Q, k], valid [Q, k]."""
+    """Top-k moments per query after NMS: moments [Q, k, 2] (seconds from ``rank_moments``),
+    scores [Q, k], valid [Q, k]."""
 
     def __init__(self, moments: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
         self.moments, self.scores, self.valid = moments, scores, valid
+
+
+def rank_segments(scores: torch.Tensor, segments: torch.Tensor, k: int, nms_threshold: float) -> RankedMoments:
+    """The ranking of evaluation and prediction: greedy NMS top-k of candidates ``segments`` [C, 2]
+    (any one unit: IoU is unit-free) under ``scores`` [Q, C]; moments in the segments' unit."""
+    kept = nms_top_k(scores, suppression(segments, nms_threshold).to(scores.device), k)
+    valid = kept >= 0
+    safe = kept.clamp(min=0)
+    kept_scores = scores.gather(1, safe).masked_fill(~valid, float("nan"))
+    return RankedMoments(segments.to(scores.device)[safe], kept_scores, valid)
 
 
 def rank_moments(
@@ -167,13 +198,11 @@ def rank_moments(
     k: int,
     nms_threshold: float,
 ) -> RankedMoments:
-    suppresses = grid_pair_iou(grid).to(scores.device) > nms_threshold
-    kept = nms_top_k(scores, suppresses, k)
-    valid = kept >= 0
-    safe = kept.clamp(min=0)
-    moments = grid_moments(grid[safe], durations[:, None].expand_as(safe), num_clips)
-    kept_scores = scores.gather(1, safe).masked_fill(~valid, float("nan"))
-    return RankedMoments(moments, kept_scores, valid)
+    """``rank_segments`` on the grid in clip units (exact, duration-free IoUs), moments in seconds
+    of each query's video duration ``durations`` [Q]."""
+    ranked = rank_segments(scores, grid_bounds(grid), k, nms_threshold)
+    ranked.moments = ranked.moments * (durations.to(torch.float64) / num_clips)[:, None, None]
+    return ranked
 
 
 def metrics_from_ranked(
@@ -379,12 +408,14 @@ def paired_bootstrap(
 
 
 __all__ = [
+    "NMS_TOLERANCE",
     "RankedMoments",
     "annotation_bounds",
     "candidate_grid",
     "constant_cell_prior",
     "derangement_across",
     "derangement_within",
+    "grid_bounds",
     "grid_moments",
     "grid_pair_iou",
     "grounding_metrics",
@@ -393,8 +424,10 @@ __all__ = [
     "paired_bootstrap",
     "query_blind_ceiling",
     "rank_moments",
+    "rank_segments",
     "retrieval_metrics",
     "sparse_mask",
+    "suppression",
     "temporal_iou",
     "top1_hits",
     "video_groups",

@@ -18,7 +18,7 @@ from torch import nn
 
 from vdi.config import ModelConfig
 from vdi.encoders import TextEncoder
-from vdi.metrics import sparse_mask
+from vdi.metrics import candidate_grid, sparse_mask
 
 # MMN scales the cosine by 10 before the sigmoid so the IoU head can reach 0 and 1.
 IOU_LOGIT_SCALE = 10.0
@@ -109,6 +109,10 @@ class SentenceEmbeddings:
     contrastive: torch.Tensor  # [S, J]
     iou: torch.Tensor  # [S, J]
 
+    def select(self, rows: torch.Tensor) -> SentenceEmbeddings:
+        """The embeddings of sentences ``rows`` [S'] (e.g. another video's sentences for a derangement)."""
+        return SentenceEmbeddings(self.contrastive[rows], self.iou[rows])
+
 
 @dataclass
 class ScoreMaps:
@@ -194,8 +198,30 @@ class MomentRetriever(nn.Module):
     def feature_dim(self) -> int:
         return self.text_encoder.output_dim
 
+    @property
+    def candidates(self) -> torch.Tensor:
+        """Candidate cells [C, 2] (start clip, end clip) in mask order: the columns of :meth:`score`."""
+        return candidate_grid(self.head.mask)
+
     def encode_queries(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(tokens, trim=self.trim_text)
+
+    # -- the scoring path of evaluation and the Predictor (fused scores, eq. 10) ---------------
+    def video_maps(self, video_features: torch.Tensor) -> VideoMaps:
+        """[B, T, D] pre-clip features -> proposal maps, computed once per video for all its queries."""
+        return self.head.video_maps(video_features.float())
+
+    def embed_queries(self, tokens: torch.Tensor) -> SentenceEmbeddings:
+        """[S, context] tokens -> sentence embeddings in fp32 (the text tower may run in bf16)."""
+        return self.head.sentence_embeddings(self.encode_queries(tokens).float())
+
+    def score(
+        self, maps: VideoMaps, sentences: SentenceEmbeddings, sentence_video: torch.Tensor, power: float
+    ) -> torch.Tensor:
+        """Test-time scores [S, C] (fp32) of each sentence against its own video's candidates: MMN's
+        fusion of the IoU and contrastive scores (eq. 10, :meth:`ScoreMaps.fused`) with ``power``
+        (``eval.contrastive_power``)."""
+        return self.head.score_maps(maps, sentences, sentence_video).fused(power).float()
 
     def retrieve(
         self, video_features: torch.Tensor, sentence_features: torch.Tensor, sentence_video: torch.Tensor

@@ -35,7 +35,7 @@ from vdi.checkpoint import load_retriever
 from vdi.config import Config
 from vdi.encoders import FrozenVisualEncoder, ModelMissing, Tokenizer, create_clip
 from vdi.errors import InputError, read_utf8
-from vdi.metrics import candidate_grid, grid_moments, nms_top_k, temporal_iou
+from vdi.metrics import grid_moments, rank_segments
 from vdi.model import MomentRetriever, VideoMaps
 from vdi.text import QueryError, normalize_queries, normalize_query
 
@@ -82,7 +82,7 @@ class Predictor:
         self.trained_clip_weights: str | None = metadata.get("clip_weights")
         self.tokenizer = Tokenizer(cfg.model.clip.name, cfg.model.clip.config_dir)
         self._visual: FrozenVisualEncoder | None = None
-        self.grid = candidate_grid(retriever.head.mask).to(self.device)
+        self.grid = self.retriever.candidates
 
     @classmethod
     def from_checkpoint(
@@ -150,7 +150,7 @@ class Predictor:
                 first = int(np.floor(start * self.fps))
                 last = max(first + 1, int(np.ceil(end * self.fps)))
                 clip = prepare_video_features(features[first:last], self.cfg.model.num_pre_clips)
-                maps.append(self.retriever.head.video_maps(clip[None].to(self.device)))
+                maps.append(self.retriever.video_maps(clip[None].to(self.device)))
         return EncodedVideo(features, float(duration), self.fps, windows, maps)
 
     def window_bounds(self, duration: float) -> list[tuple[float, float]]:
@@ -175,29 +175,21 @@ class Predictor:
             video = self.encode_video(video)
         texts = normalize_queries(queries)
         tokens = self.tokenizer(texts).tokens.to(self.device)
-        sentences = self.retriever.head.sentence_embeddings(self.retriever.encode_queries(tokens).float())
+        sentences = self.retriever.embed_queries(tokens)
         sentence_video = torch.zeros(len(texts), dtype=torch.long, device=self.device)
         all_moments, all_scores = [], []
         for (start, end), maps in zip(video.windows, video.maps):
-            scores = self.retriever.head.score_maps(maps, sentences, sentence_video)
-            fused = scores.fused(self.cfg.eval.contrastive_power)
+            all_scores.append(self.retriever.score(maps, sentences, sentence_video, self.cfg.eval.contrastive_power))
             seconds = grid_moments(self.grid, torch.tensor(end - start, dtype=torch.float64), self.cfg.model.num_clips)
             all_moments.append(seconds + start)
-            all_scores.append(fused.double())
-        moments = torch.cat(all_moments)  # [C_total, 2]
-        scores = torch.cat(all_scores, dim=1)  # [Q, C_total]
-        # the tolerance keeps pairs whose grid IoU is exactly the threshold (e.g. 1/2), as evaluation
-        # does with exact grid IoU (vdi.metrics.rank_moments); seconds carry float rounding
-        suppresses = temporal_iou(moments[:, None], moments[None]) > self.cfg.eval.nms_threshold + 1e-9
-        kept = nms_top_k(scores, suppresses, top_k)
+        # windows share no grid: candidates are ranked in absolute seconds, by evaluation's ranking
+        ranked = rank_segments(
+            torch.cat(all_scores, dim=1), torch.cat(all_moments), top_k, self.cfg.eval.nms_threshold
+        )  # [Q, C_total] scores of [C_total, 2] candidates
         results = []
-        for row, indices in enumerate(kept.tolist()):
+        for moments, scores, valid in zip(ranked.moments.tolist(), ranked.scores.tolist(), ranked.valid.tolist()):
             results.append(
-                [
-                    Moment(round(float(moments[i, 0]), 3), round(float(moments[i, 1]), 3), float(scores[row, i]))
-                    for i in indices
-                    if i >= 0
-                ]
+                [Moment(round(s, 3), round(e, 3), score) for (s, e), score, ok in zip(moments, scores, valid) if ok]
             )
         return results
 
