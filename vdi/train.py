@@ -496,7 +496,7 @@ class Trainer:
             "seconds": time.perf_counter() - self.started,
         }
         if self.is_main:
-            self._write_results(result, best, probe)
+            self._write_results(result, results, probe)
         return result
 
     def _evaluate_best(self) -> tuple[dict, dict]:
@@ -514,11 +514,11 @@ class Trainer:
                 probe = _evaluate(retriever, self.eval_streams, [cfg.data.probe_split], cfg, self.ctx, variants)
         return probe, per_query
 
-    def _write_results(self, result: dict, best: dict, probe: dict) -> None:
+    def _write_results(self, result: dict, results: dict[str, dict[str, float]], probe: dict) -> None:
         run_dir, tracker, step = self.run_dir, self.tracker, self.state.global_step
         (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
         tracker.log_artifact(run_dir / "eval.json")
-        best_metrics = flatten_results(unflatten_results(best), "best")
+        best_metrics = flatten_results(results, "best")
         tracker.log_metrics(best_metrics | {"best/epoch": self.state.best_epoch}, step)
         if probe:
             tracker.log_metrics(flatten_results(probe, "probe"), step)
