@@ -50,6 +50,17 @@ def _checkpoint(folder: Path) -> Path:
     return path
 
 
+ROOT_ONLY = {".git", ".venv", "data", "runs", ".cache", "build", "mlruns", "outputs"}  # names vdi/ may reuse (vdi/data)
+EVERYWHERE = shutil.ignore_patterns("*.egg-info", "__pycache__")
+
+
+def _outside_the_sources(folder: str, names: list[str]) -> set[str]:
+    ignored = set(EVERYWHERE(folder, names))
+    if Path(folder) == PROJECT:
+        ignored |= ROOT_ONLY & set(names)
+    return ignored
+
+
 @pytest.mark.integration
 def test_pip_install_without_extras_predicts_without_the_training_stack(tmp_path):
     checkpoint = _checkpoint(tmp_path)
@@ -59,12 +70,15 @@ def test_pip_install_without_extras_predicts_without_the_training_stack(tmp_path
     python = str(venv / "bin" / "python")
     # a copy of the sources (no .venv, data or runs), so the build leaves nothing in the checkout
     source = tmp_path / "src"
-    ignored = shutil.ignore_patterns(".git", ".venv", "data", "runs", ".cache", "build", "*.egg-info", "__pycache__")
-    shutil.copytree(PROJECT, source, ignore=ignored)
+    shutil.copytree(PROJECT, source, ignore=_outside_the_sources)
     installed = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", str(source)], capture_output=True, text=True, timeout=1200
     )
     assert installed.returncode == 0, installed.stderr[-2000:]
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    shipped = {p.relative_to(site_packages).as_posix() for p in (site_packages / "vdi").rglob("*.py")}
+    sources = {p.relative_to(PROJECT).as_posix() for p in (PROJECT / "vdi").rglob("*.py")}
+    assert shipped == sources, f"not installed: {sorted(sources - shipped)}"
     stack = ",".join(TRAINING_STACK)
     run = subprocess.run(
         [python, "-c", PREDICT, str(checkpoint), str(tmp_path / "v.mp4"), stack, json.dumps(SENTENCES)],
