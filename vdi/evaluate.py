@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from vdi.batch import Batch
+from vdi.cli import run_cli
 from vdi.config import Config
 from vdi.metrics import (
     candidate_grid,
@@ -284,6 +285,7 @@ def evaluate_checkpoint(
     return results
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vdi.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="runs/<name>/best/model.pt")
@@ -293,16 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the metrics to this JSON file")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
     if args.json and not Path(args.json).resolve().parent.is_dir():
         print(f"error: --json {args.json}: folder {Path(args.json).resolve().parent} does not exist", file=sys.stderr)
         return 2
-    try:
-        results = evaluate_checkpoint(args.checkpoint, args.split, args.shard_root, args.probe, device=args.device)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    results = evaluate_checkpoint(args.checkpoint, args.split, args.shard_root, args.probe, device=args.device)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vdi.config import Config, ConfigError, check_overrides, load_config
+from vdi.cli import run_cli
+from vdi.config import Config, check_overrides, load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -281,21 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_cli  # user errors, e.g. missing shards or CLIP weights, are found before submission
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_overrides(args.overrides)  # a typo fails before anything is submitted
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    from vdi.errors import user_errors
-
-    try:
-        return run_local(cfg) if args.local else submit(cfg, args)
-    except user_errors() as error:  # e.g. missing shards or CLIP weights, found before submission
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_overrides(args.overrides)  # a typo fails before anything is submitted
+    cfg = load_config(args.config, args.overrides)
+    return run_local(cfg) if args.local else submit(cfg, args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from vdi.cli import run_cli
 from vdi.errors import InputError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -297,6 +298,7 @@ def write_tracking_meta(run_dir: Path, tracking_uri: str, experiment: str, run_n
     )
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -306,13 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser.add_argument("run_dir")
     replay_parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
-    try:
-        ok = replay(args.run_dir, args.tracking_uri)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    ok = replay(args.run_dir, args.tracking_uri)
     print("all records sent" if ok else "some records could not be sent; they stay in the buffer")
     return 0 if ok else 1
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from vdi.cli import run_cli
 from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
 from vdi.data import LoaderState, ShardStream, make_loader, split_source
 
@@ -467,19 +468,13 @@ def _flat_probe(probe: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{split}/{metric}": value for split, metrics in probe.items() for metric, value in metrics.items()}
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vdi.train", description="Train a VDI model.")
     parser.add_argument("--config", default="synthetic", help="preset name or YAML path")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. optim.lr=1e-4")
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-        result = train(cfg)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = train(load_config(args.config, args.overrides))
     return 0 if result["status"] == "finished" else 3
 
 
