@@ -25,6 +25,7 @@ import torch
 from vdi.batch import Batch
 from vdi.cli import run_cli
 from vdi.config import Config
+from vdi.distributed import gather_objects
 from vdi.metrics import (
     candidate_grid,
     derangement_across,
@@ -103,8 +104,7 @@ def gather_ranked(ranked: dict[str, dict[str, torch.Tensor]], world_size: int) -
     """Concatenate every rank's ranked moments (all ranks call this)."""
     if world_size == 1:
         return ranked
-    gathered: list = [None] * world_size
-    torch.distributed.all_gather_object(gathered, ranked)
+    gathered = gather_objects(ranked, world_size)
     return {
         variant: {
             key: torch.cat([part[variant][key] for part in gathered if part[variant][key].numel()]) for key in keys

@@ -31,6 +31,10 @@ from vdi.cli import run_cli
 from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
 from vdi.data import LoaderState, ShardStream, make_loader, split_source
 
+# train() calls the collectives by these names
+from vdi.distributed import any_rank as _any_rank
+from vdi.distributed import broadcast_object as _broadcast
+
 EvalCallback = Callable[[int, dict], None]
 
 
@@ -56,14 +60,6 @@ class _StopFlag:
     def restore(self) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
-
-
-def _any_rank(flag: bool, world_size: int) -> bool:
-    if world_size == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0])
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item() > 0)
 
 
 def seed_everything(seed: int) -> None:
@@ -389,14 +385,6 @@ def _verify_sync(module: torch.nn.Module, video_ids: list[str], world_size: int,
     if len(seen) != len(set(seen)):
         raise RuntimeError(f"step {step}: ranks trained on the same video in one step")
     return 1
-
-
-def _broadcast(value, world_size: int):
-    if world_size == 1:
-        return value
-    holder = [value]
-    torch.distributed.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 def _finish(
