@@ -295,8 +295,10 @@ set -euo pipefail
 cd {project}
 nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
 head=${{nodes[0]}}
-head_ip=$(scontrol show node "$head" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
-port=$((20000 + SLURM_JOB_ID % 20000))
+# the head's NodeAddr and a port from the job id (vdi.distributed.slurm_rendezvous, as training's);
+# kept in shell variables: MASTER_ADDR / MASTER_PORT must not reach the trials
+rendezvous=$({python} -m vdi.distributed slurm-rendezvous)
+read -r head_ip port <<< "$rendezvous"
 # Ray token authentication: a fresh secret per job, in a file only this user can read (on the
 # shared file system every node of the allocation sees), so nobody else on the cluster network
 # can submit work to this Ray cluster; the file is removed when the job ends.

@@ -5,17 +5,29 @@ World info comes from the environment, as torchtitan's ``distributed/utils.py`` 
 ``WORLD_SIZE`` and ``LOCAL_RANK``; a SLURM step of several tasks without them gives
 ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID``; nothing set is one process.
 
+A SLURM job's rendezvous (MASTER_ADDR, MASTER_PORT) is computed in one place,
+:func:`slurm_rendezvous`, for vdi.launch's tasks, slurm/train.sbatch and the sweeps' Ray
+cluster; the shell scripts ask for it with
+
+    python -m vdi.distributed slurm-rendezvous      # prints "ADDR PORT"
+
 Every collective is called by all ranks, and is a no-op for a world of one process (no
 ``torch.distributed`` needed). This module imports torch only inside the collectives, so that
-shell scripts can ask it for a job's rendezvous cheaply.
+a shell script's question costs a fraction of a second.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from vdi.cli import run_cli
+from vdi.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +78,43 @@ def export_world(env: MutableMapping[str, str] | None = None) -> WorldInfo:
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", "29500")
     return world
+
+
+# --------------------------------------------------------------------------- SLURM
+
+
+def first_node(nodelist: str) -> str:
+    """The first host of a SLURM node list, the one ``scontrol show hostnames`` lists first:
+    ``"gpu[07-09,12],cpu1"`` -> ``"gpu07"``."""
+    item = re.split(r",(?![^\[]*\])", nodelist.strip(), maxsplit=1)[0]  # commas outside brackets
+    return re.sub(r"\[([^\]]*)\]", lambda group: group.group(1).split(",")[0].split("-")[0], item)
+
+
+def node_address(node: str) -> str:
+    """A node's SLURM ``NodeAddr`` (where SLURM itself reaches it; it may not resolve as a
+    name, e.g. emulated nodes), else its name."""
+    import subprocess
+
+    try:
+        shown = subprocess.run(["scontrol", "show", "node", node], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return node
+    for field in shown.stdout.split():
+        if field.startswith("NodeAddr="):
+            return field.split("=", 1)[1] or node
+    return node
+
+
+def slurm_rendezvous(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``MASTER_ADDR`` / ``MASTER_PORT`` of the SLURM job in ``env`` (default ``os.environ``),
+    the same in every task and in the batch script: the job's first node at its ``NodeAddr``,
+    and a port derived from the job id (20000-39999, so jobs that share a node rarely collide)."""
+    env = os.environ if env is None else env
+    missing = [name for name in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST") if not env.get(name)]
+    if missing:
+        raise InputError(f"not inside a SLURM job ({' and '.join(missing)} unset): run this in a job's script or task")
+    node = first_node(env["SLURM_JOB_NODELIST"])
+    return {"MASTER_ADDR": node_address(node), "MASTER_PORT": str(20000 + int(env["SLURM_JOB_ID"]) % 20000)}
 
 
 # --------------------------------------------------------------------------- collectives
@@ -122,6 +171,17 @@ def average_(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
     return tensor.div_(world_size)
 
 
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vdi.distributed", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("slurm-rendezvous", help="print this SLURM job's MASTER_ADDR and MASTER_PORT as 'ADDR PORT'")
+    parser.parse_args(argv)
+    rendezvous = slurm_rendezvous()
+    print(rendezvous["MASTER_ADDR"], rendezvous["MASTER_PORT"])
+    return 0
+
+
 __all__ = [
     "WorldInfo",
     "any_rank",
@@ -129,6 +189,13 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "export_world",
+    "first_node",
     "gather_objects",
+    "node_address",
+    "slurm_rendezvous",
     "world_info",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,8 @@
 
 Only this module imports submitit (lazily, for cluster runs). The same ``vdi.train.train(cfg)``
 runs in every task; rank, world size and the rendezvous come from the SLURM environment
-(master address = the job's first node, port derived from the job id). A preempted or
+(:func:`vdi.distributed.slurm_rendezvous`: master address = the job's first node, port derived
+from the job id; slurm/train.sbatch uses the same function). A preempted or
 timed-out job is requeued by submitit and resumes from its latest checkpoint, up to
 ``--max-requeues`` times.
 """
@@ -60,26 +61,6 @@ def run_local(cfg: Config) -> int:
 # --------------------------------------------------------------------------- SLURM
 
 
-def _resolve_master(address: str) -> str:
-    """The rendezvous address: the first node's name if it resolves, else its SLURM NodeAddr."""
-    import socket
-    import subprocess
-
-    try:
-        socket.gethostbyname(address)
-        return address
-    except OSError:
-        pass
-    try:
-        shown = subprocess.run(["scontrol", "show", "node", address], capture_output=True, text=True, timeout=30)
-        for field in shown.stdout.split():
-            if field.startswith("NodeAddr="):
-                return field.split("=", 1)[1]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return address
-
-
 class SlurmTrain:
     """The callable every SLURM task runs: rendezvous from the job, then ``train(cfg)``.
 
@@ -96,19 +77,21 @@ class SlurmTrain:
         import os
         import signal
 
-        import submitit
-
-        environment = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        os.environ["MASTER_ADDR"] = _resolve_master(environment.master_addr)
         from vdi.config import config_from_dict
+        from vdi.distributed import export_world, slurm_rendezvous
         from vdi.train import train
+
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # this task's place is SLURM's, not an inherited one
+            os.environ.pop(name, None)
+        os.environ.update(slurm_rendezvous())
+        world = export_world()
 
         result = train(config_from_dict(self.config))
         stopped_by = result.get("signal")
         if result["status"] == "preempted" and stopped_by in (signal.SIGUSR1, signal.SIGUSR2):
             # our checkpoint is on disk: let submitit's handler requeue the job
             signal.raise_signal(signal.Signals(stopped_by))
-        return {k: v for k, v in result.items() if k != "history"} if environment.rank == 0 else None
+        return {k: v for k, v in result.items() if k != "history"} if world.is_main else None
 
     def checkpoint(self, *args, **kwargs):
         import submitit
