@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from vdi.cli import run_cli
 from vdi.errors import InputError
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _size(text: str) -> int:

@@ -27,10 +27,11 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_SPACE = Path(__file__).resolve().parent / "search_space.yaml"
-
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the project's working directory
+# Set in main() before Ray starts; its workers (and a SLURM job's Ray nodes) inherit them.
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # no ~/.ray/auth_token (the SLURM script turns token auth on)
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep the project's working directory
+}
 
 # The paper's Table 3 rows: (injection.visual_context, injection.spatial_dynamic)
 ABLATION_ROWS: dict[str, tuple[str, str]] = {
@@ -112,9 +113,11 @@ def make_trainable(base_config: str, fixed: list[str], run_root: Path, experimen
     def trainable(config: dict) -> None:
         from ray import tune
 
+        from vdi.cli import set_process_env
         from vdi.config import load_config
         from vdi.train import train
 
+        set_process_env()  # a trial's worker process (a Ray cluster started elsewhere passes nothing on)
         context = tune.get_context()
         overrides = list(fixed)
         for key, value in config.items():
@@ -452,9 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdi.cli import set_process_env
+    from vdi.config import ConfigError
+
+    set_process_env(RAY_ENV)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from vdi.config import ConfigError
 
     try:
         return submit_slurm(args, argv) if args.slurm else run_sweep(args)

@@ -190,6 +190,7 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdi.cli import set_process_env
     from vdi.plots import plot_grouped_bars, plot_metric_vs
     from vdi.tracking import default_tracking_uri, log_artifacts, mlflow_key, search_runs
 
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default="Baseline", help="row the paired differences are taken against")
     parser.add_argument("--out", default=None, help="output folder (default runs/sweeps/<experiment>/report)")
     args = parser.parse_args(argv)
+    set_process_env()
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
         everything = search_runs(uri, args.experiment)

@@ -95,3 +95,47 @@ def test_every_command_line_goes_through_run_cli():
 
     mains = [vdi.train.main, vdi.evaluate.main, vdi.predict.main, vdi.tracking.main, vdi.launch.main]
     assert all(hasattr(main, "__wrapped__") for main in [*mains, data_prep.__main__._run_command])
+
+
+def test_run_cli_sets_the_process_environment_keeping_what_the_user_set(monkeypatch):
+    import os
+
+    from vdi.cli import PROCESS_ENV, run_cli
+
+    for name in PROCESS_ENV:
+        monkeypatch.setenv(name, "before")  # restored after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    seen = {}
+
+    @run_cli
+    def main(argv=None) -> int:
+        seen.update({name: os.environ.get(name) for name in PROCESS_ENV})
+        return 0
+
+    assert main([]) == 0
+    assert seen == {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
+
+
+def test_importing_the_modules_sets_no_environment_variable():
+    """The environment is set where a process starts (run_cli, a SLURM task, a Ray trial, the
+    sweep scripts' main), not as a side effect of an import."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sweeps = Path(__file__).resolve().parents[1] / "sweeps"
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(sweeps)!r})\n"
+        "before = dict(os.environ)\n"
+        "import data_prep.__main__, vdi.cli, vdi.distributed, vdi.launch, vdi.tracking, vdi.train\n"
+        "import lambda_sweep, report, world_diagnosis\n"
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"

@@ -77,10 +77,12 @@ class SlurmTrain:
         import os
         import signal
 
+        from vdi.cli import set_process_env
         from vdi.config import config_from_dict
         from vdi.distributed import export_world, slurm_rendezvous
         from vdi.train import train
 
+        set_process_env()  # inherited through sbatch as a rule; a site may not pass the environment on
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # this task's place is SLURM's, not an inherited one
             os.environ.pop(name, None)
         os.environ.update(slurm_rendezvous())

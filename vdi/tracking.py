@@ -14,13 +14,15 @@ server; experiments created in such a store keep their artifacts beside it
 is first appended to ``<run dir>/mlflow_buffer.jsonl``; records are sent from there, and the
 ones MLflow refuses stay in the file (with a single warning) and are retried at the next flush
 and at the end of the run. Whatever is still unsent when the run ends can be sent later with
-``python -m vdi.tracking replay <run dir>``.
+``python -m vdi.tracking replay <run dir>``. Failing fast against a dead server (no retries, a
+10 s timeout) and no telemetry are MLflow settings of the process, set where it starts
+(:data:`vdi.cli.PROCESS_ENV`); a program that calls ``vdi.train.train`` itself can call
+:func:`vdi.cli.set_process_env` first.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
@@ -30,10 +32,6 @@ from typing import Any
 from vdi.cli import run_cli
 from vdi.errors import InputError
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Fail fast against a dead server (MLflow's default retries with backoff for minutes).
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 RETRY_SECONDS = 60.0
 
 BUFFER_NAME = "mlflow_buffer.jsonl"
