@@ -17,8 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+# lambda_sweep.py lies beside this script, whose folder Python puts first on sys.path
 from lambda_sweep import ABLATION_ROWS
 
 ROW_OF = {value: key for key, value in ABLATION_ROWS.items()}

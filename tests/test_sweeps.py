@@ -290,3 +290,11 @@ def test_sbatch_ray_cluster_uses_a_private_token(tmp_path):
     assert mode == "token" and token == tmp_path / ".ray-token-7"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert len(token.read_text().strip()) == 64 and int(token.read_text(), 16) > 0
+
+
+def test_report_runs_as_a_script_from_any_folder(tmp_path):
+    """report.py finds lambda_sweep.py beside it without editing sys.path."""
+    shown = subprocess.run([sys.executable, str(REPORT), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "--experiment" in shown.stdout
+    assert "sys.path.insert" not in REPORT.read_text()
