@@ -165,10 +165,11 @@ def run_sweep(args) -> int:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from sweep_tracking import close_children, end_run, start_parent_run
 
     from vdi.config import check_overrides, load_config, to_yaml
     from vdi.launch import ensure_synthetic_world
-    from vdi.tracking import close_children, default_tracking_uri, end_run, start_parent_run
+    from vdi.tracking import default_tracking_uri
 
     spec = load_space(Path(args.space))
     base_config = args.config or spec["base_config"]

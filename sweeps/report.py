@@ -189,9 +189,11 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweep_tracking import log_artifacts, search_runs
+
     from vdi.cli import set_process_env
     from vdi.plots import plot_grouped_bars, plot_metric_vs
-    from vdi.tracking import default_tracking_uri, log_artifacts, mlflow_key, search_runs
+    from vdi.tracking import default_tracking_uri, mlflow_key
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
