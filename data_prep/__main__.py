@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from vdi.cli import run_cli
 from vdi.errors import InputError
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _size(text: str) -> int:
@@ -262,14 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         from data_prep.synthetic.build import main as synthetic_main
 
         return synthetic_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    from vdi.errors import user_errors
+    return _run_command(build_parser().parse_args(argv))
 
-    try:
-        return args.run(args)
-    except (*user_errors(), ConnectionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+
+@run_cli(also=(ConnectionError,))  # a download that cannot reach its server is one line too
+def _run_command(args: argparse.Namespace) -> int:
+    return args.run(args)
 
 
 if __name__ == "__main__":

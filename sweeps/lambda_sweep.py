@@ -27,10 +27,11 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_SPACE = Path(__file__).resolve().parent / "search_space.yaml"
-
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the project's working directory
+# Set in main() before Ray starts; its workers (and a SLURM job's Ray nodes) inherit them.
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # no ~/.ray/auth_token (the SLURM script turns token auth on)
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep the project's working directory
+}
 
 # The paper's Table 3 rows: (injection.visual_context, injection.spatial_dynamic)
 ABLATION_ROWS: dict[str, tuple[str, str]] = {
@@ -112,9 +113,11 @@ def make_trainable(base_config: str, fixed: list[str], run_root: Path, experimen
     def trainable(config: dict) -> None:
         from ray import tune
 
+        from vdi.cli import set_process_env
         from vdi.config import load_config
         from vdi.train import train
 
+        set_process_env()  # a trial's worker process (a Ray cluster started elsewhere passes nothing on)
         context = tune.get_context()
         overrides = list(fixed)
         for key, value in config.items():
@@ -162,10 +165,11 @@ def run_sweep(args) -> int:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from sweep_tracking import close_children, end_run, start_parent_run
 
     from vdi.config import check_overrides, load_config, to_yaml
     from vdi.launch import ensure_synthetic_world
-    from vdi.tracking import close_children, default_tracking_uri, end_run, start_parent_run
+    from vdi.tracking import default_tracking_uri
 
     spec = load_space(Path(args.space))
     base_config = args.config or spec["base_config"]
@@ -295,8 +299,10 @@ set -euo pipefail
 cd {project}
 nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
 head=${{nodes[0]}}
-head_ip=$(scontrol show node "$head" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
-port=$((20000 + SLURM_JOB_ID % 20000))
+# the head's NodeAddr and a port from the job id (vdi.distributed.slurm_rendezvous, as training's);
+# kept in shell variables: MASTER_ADDR / MASTER_PORT must not reach the trials
+rendezvous=$({python} -m vdi.distributed slurm-rendezvous)
+read -r head_ip port <<< "$rendezvous"
 # Ray token authentication: a fresh secret per job, in a file only this user can read (on the
 # shared file system every node of the allocation sees), so nobody else on the cluster network
 # can submit work to this Ray cluster; the file is removed when the job ends.
@@ -450,9 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdi.cli import set_process_env
+    from vdi.config import ConfigError
+
+    set_process_env(RAY_ENV)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from vdi.config import ConfigError
 
     try:
         return submit_slurm(args, argv) if args.slurm else run_sweep(args)

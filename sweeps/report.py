@@ -17,8 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+# lambda_sweep.py lies beside this script, whose folder Python puts first on sys.path
 from lambda_sweep import ABLATION_ROWS
 
 from vdi.metric_keys import CEILING_R1_AT_05, GAIN_R1_AT_05, MIOU, R1_AT_05, R1_AT_07, MetricKey, recall_name
@@ -193,8 +192,11 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweep_tracking import log_artifacts, search_runs
+
+    from vdi.cli import set_process_env
     from vdi.plots import plot_grouped_bars, plot_metric_vs
-    from vdi.tracking import default_tracking_uri, log_artifacts, search_runs
+    from vdi.tracking import default_tracking_uri
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default="Baseline", help="row the paired differences are taken against")
     parser.add_argument("--out", default=None, help="output folder (default runs/sweeps/<experiment>/report)")
     args = parser.parse_args(argv)
+    set_process_env()
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
         everything = search_runs(uri, args.experiment)

@@ -321,6 +321,9 @@ def run_curve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdi.cli import set_process_env
+
+    set_process_env()  # its runs train (and track) in this process
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default=str(WORLD))
     commands = parser.add_subparsers(dest="command", required=True)

@@ -22,13 +22,14 @@ def _worker(rank: int, world: int, port: int, split_dir: str, results: dict) -> 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         from vdi.config import load_config
-        from vdi.data.loader import ShardStream, dist_info, make_loader
+        from vdi.data.loader import ShardStream, make_loader
+        from vdi.distributed import world_info
         from vdi.injection import build_vdi_model
 
         torch.manual_seed(0)
         cfg = load_config("tiny")
         model = build_vdi_model(cfg)
-        env_rank, env_world = dist_info()
+        env_rank, env_world = world_info().rank, world_info().world_size
         stream = ShardStream(
             split_dir,
             batch_size=2,

@@ -290,3 +290,43 @@ def test_sbatch_ray_cluster_uses_a_private_token(tmp_path):
     assert mode == "token" and token == tmp_path / ".ray-token-7"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert len(token.read_text().strip()) == 64 and int(token.read_text(), 16) > 0
+
+
+def test_report_runs_as_a_script_from_any_folder(tmp_path):
+    """report.py finds lambda_sweep.py beside it without editing sys.path."""
+    shown = subprocess.run([sys.executable, str(REPORT), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "--experiment" in shown.stdout
+    assert "sys.path.insert" not in REPORT.read_text()
+
+
+def test_sweep_parent_and_child_runs_share_one_experiment(tmp_path):
+    """The sweep's parent run and a trial's Tracker run get-or-create the same experiment (its
+    artifacts beside the sqlite store); a trial left RUNNING is closed; the report reads them."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from mlflow.tracking import MlflowClient
+    from sweep_tracking import close_children, end_run, search_runs, start_parent_run
+
+    from vdi.errors import InputError
+    from vdi.tracking import Tracker, experiment_id
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert experiment_id(MlflowClient(tracking_uri=uri), "sweep", uri, create=False) is None
+    with pytest.raises(InputError, match="no MLflow experiment 'sweep'"):
+        search_runs(uri, "sweep")
+    parent = start_parent_run(uri, "sweep", "sweep", {"kind": "search", "space": ["a", "b"]})
+    child = Tracker(tmp_path / "trial", uri, "sweep", "trial", {"loss.lambda_vc": 0.5}, parent_run_id=parent)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name("sweep")
+    assert found.artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
+    assert len(client.search_experiments(filter_string="name = 'sweep'")) == 1
+    assert close_children(uri, parent) == 1
+    end_run(uri, parent, "FINISHED")
+    runs = {run["name"]: run for run in search_runs(uri, "sweep")}
+    assert runs["sweep"]["status"] == "FINISHED" and runs["sweep"]["params"] == {
+        "kind": "search",
+        "space": '["a", "b"]',
+    }
+    assert runs["trial"]["status"] == "KILLED" and runs["trial"]["tags"]["mlflow.parentRunId"] == parent
+    assert runs["trial"]["params"] == {"loss.lambda_vc": "0.5"} and child.run_id == runs["trial"]["run_id"]
+    assert [run["name"] for run in search_runs(uri, "sweep", parent_run_id=parent)] == ["trial"]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from vdi.distributed import barrier
 from vdi.errors import InputError
 
 if TYPE_CHECKING:  # annotations only: training code never needs the model here
@@ -113,11 +114,6 @@ def fault_point(kind: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _barrier(world_size: int) -> None:
-    if world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 def save_checkpoint(
     run_dir: Path,
     state: TrainState,
@@ -134,7 +130,7 @@ def save_checkpoint(
     if rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    _barrier(world_size)
+    barrier(world_size)
     staging.mkdir(parents=True, exist_ok=True)
     torch.save(optimizer_state, staging / f"optimizer_rank{rank}.pt")
     torch.save(rng_state(), staging / f"state_rank{rank}.pt")
@@ -142,7 +138,7 @@ def save_checkpoint(
         torch.save(model_state, staging / "model.pt")
         fault_point("checkpoint")
         (staging / "meta.json").write_text(state.to_json())
-    _barrier(world_size)
+    barrier(world_size)
     final = root / name
     if rank == 0:
         (staging / COMPLETE).write_text(f"version {CHECKPOINT_VERSION}\n")
@@ -153,7 +149,7 @@ def save_checkpoint(
         pointer.replace(root / "latest")
         for old in complete_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    _barrier(world_size)
+    barrier(world_size)
     return final
 
 

@@ -271,17 +271,6 @@ def _unknown_key_error(schema: DictConfig, key: str, source: str) -> ConfigError
     return ConfigError(f"unknown config key '{key}' in {source}{hint}")
 
 
-def _flatten_dict(data: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            keys.extend(_flatten_dict(value, dotted + "."))
-        else:
-            keys.append(dotted)
-    return keys
-
-
 def _read_yaml(path: Path, seen: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
     """Return the chain of (source, mapping) for a YAML file, its bases first."""
     if str(path) in seen:

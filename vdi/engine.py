@@ -25,6 +25,7 @@ from torch import nn
 
 from vdi.batch import Batch
 from vdi.config import Config
+from vdi.distributed import average_, export_world
 from vdi.errors import InputError
 from vdi.injection import text_gradient_norms
 from vdi.losses import LossTerms
@@ -43,32 +44,14 @@ class DistContext:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_distributed(cfg: Config) -> DistContext:
     """Rank / world from the environment (torchrun, SLURM, a Ray trial or nothing = one process);
     initialises torch.distributed through DeepSpeed."""
     import deepspeed
 
     env = os.environ
-    if "RANK" not in env and "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        env["RANK"] = env["SLURM_PROCID"]
-        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
-        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
-    if "RANK" not in env:  # a plain single process
-        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-        env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(_free_port()))
-    env.setdefault("LOCAL_RANK", "0")
-    env.setdefault("MASTER_ADDR", "127.0.0.1")
-    env.setdefault("MASTER_PORT", "29500")
-    rank, world, local_rank = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+    world = export_world(env)  # DeepSpeed initialises torch.distributed from RANK, MASTER_ADDR, ...
+    rank, world_size, local_rank = world.rank, world.world_size, world.local_rank
     use_gpu = torch.cuda.is_available() and cfg.run.device in ("auto", "cuda")
     backend = cfg.dist.backend if cfg.dist.backend != "auto" else ("nccl" if use_gpu else "gloo")
     if use_gpu:
@@ -81,7 +64,7 @@ def init_distributed(cfg: Config) -> DistContext:
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(cfg.dist.extensions_dir).resolve()))
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
-    return DistContext(rank, world, local_rank, device, backend)
+    return DistContext(rank, world_size, local_rank, device, backend)
 
 
 def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
@@ -170,8 +153,7 @@ class TrainingEngine:
             return
         for buffer in self.module.buffers():
             if buffer.dtype.is_floating_point and buffer.numel() > 0:
-                torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
-                buffer.div_(self.ctx.world_size)
+                average_(buffer, self.ctx.world_size)
 
     # -- checkpoint payloads ---------------------------------------------------------------
     def optimizer_state(self) -> dict:

@@ -1,5 +1,6 @@
 """The errors a user can fix (bad config, missing data or model, bad input): command-line entry
-points print them as one line and exit 2; anything else is a bug and keeps its traceback.
+points print them as one line and exit 2 (:func:`vdi.cli.run_cli`); anything else is a bug and
+keeps its traceback.
 
 Every such error derives from :class:`UserError`, raised where the cause is known; a bare
 ``ValueError`` from inside the library is a bug, not bad input, and is not caught here."""

@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from vdi.batch import Batch
+from vdi.cli import run_cli
 from vdi.config import Config
+from vdi.distributed import gather_objects
 from vdi.metric_keys import (
     CEILING_R1_AT_05,
     COUNT_NAMES,
@@ -106,8 +108,7 @@ def gather_ranked(ranked: dict[str, dict[str, torch.Tensor]], world_size: int) -
     """Concatenate every rank's ranked moments (all ranks call this)."""
     if world_size == 1:
         return ranked
-    gathered: list = [None] * world_size
-    torch.distributed.all_gather_object(gathered, ranked)
+    gathered = gather_objects(ranked, world_size)
     return {
         variant: {
             key: torch.cat([part[variant][key] for part in gathered if part[variant][key].numel()]) for key in keys
@@ -279,6 +280,7 @@ def evaluate_checkpoint(
     return results
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vdi.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="runs/<name>/best/model.pt")
@@ -288,16 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the metrics to this JSON file")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
     if args.json and not Path(args.json).resolve().parent.is_dir():
         print(f"error: --json {args.json}: folder {Path(args.json).resolve().parent} does not exist", file=sys.stderr)
         return 2
-    try:
-        results = evaluate_checkpoint(args.checkpoint, args.split, args.shard_root, args.probe, device=args.device)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    results = evaluate_checkpoint(args.checkpoint, args.split, args.shard_root, args.probe, device=args.device)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -6,7 +6,8 @@
 
 Only this module imports submitit (lazily, for cluster runs). The same ``vdi.train.train(cfg)``
 runs in every task; rank, world size and the rendezvous come from the SLURM environment
-(master address = the job's first node, port derived from the job id). A preempted or
+(:func:`vdi.distributed.slurm_rendezvous`: master address = the job's first node, port derived
+from the job id; slurm/train.sbatch uses the same function). A preempted or
 timed-out job is requeued by submitit and resumes from its latest checkpoint, up to
 ``--max-requeues`` times.
 """
@@ -17,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vdi.config import Config, ConfigError, check_overrides, load_config
+from vdi.cli import run_cli
+from vdi.config import Config, check_overrides, load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,26 +61,6 @@ def run_local(cfg: Config) -> int:
 # --------------------------------------------------------------------------- SLURM
 
 
-def _resolve_master(address: str) -> str:
-    """The rendezvous address: the first node's name if it resolves, else its SLURM NodeAddr."""
-    import socket
-    import subprocess
-
-    try:
-        socket.gethostbyname(address)
-        return address
-    except OSError:
-        pass
-    try:
-        shown = subprocess.run(["scontrol", "show", "node", address], capture_output=True, text=True, timeout=30)
-        for field in shown.stdout.split():
-            if field.startswith("NodeAddr="):
-                return field.split("=", 1)[1]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return address
-
-
 class SlurmTrain:
     """The callable every SLURM task runs: rendezvous from the job, then ``train(cfg)``.
 
@@ -95,19 +77,23 @@ class SlurmTrain:
         import os
         import signal
 
-        import submitit
-
-        environment = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        os.environ["MASTER_ADDR"] = _resolve_master(environment.master_addr)
+        from vdi.cli import set_process_env
         from vdi.config import config_from_dict
+        from vdi.distributed import export_world, slurm_rendezvous
         from vdi.train import train
+
+        set_process_env()  # inherited through sbatch as a rule; a site may not pass the environment on
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # this task's place is SLURM's, not an inherited one
+            os.environ.pop(name, None)
+        os.environ.update(slurm_rendezvous())
+        world = export_world()
 
         result = train(config_from_dict(self.config))
         stopped_by = result.get("signal")
         if result["status"] == "preempted" and stopped_by in (signal.SIGUSR1, signal.SIGUSR2):
             # our checkpoint is on disk: let submitit's handler requeue the job
             signal.raise_signal(signal.Signals(stopped_by))
-        return {k: v for k, v in result.items() if k != "history"} if environment.rank == 0 else None
+        return {k: v for k, v in result.items() if k != "history"} if world.is_main else None
 
     def checkpoint(self, *args, **kwargs):
         import submitit
@@ -281,21 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_cli  # user errors, e.g. missing shards or CLIP weights, are found before submission
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_overrides(args.overrides)  # a typo fails before anything is submitted
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    from vdi.errors import user_errors
-
-    try:
-        return run_local(cfg) if args.local else submit(cfg, args)
-    except user_errors() as error:  # e.g. missing shards or CLIP weights, found before submission
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_overrides(args.overrides)  # a typo fails before anything is submitted
+    cfg = load_config(args.config, args.overrides)
+    return run_local(cfg) if args.local else submit(cfg, args)
 
 
 if __name__ == "__main__":

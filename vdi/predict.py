@@ -32,6 +32,7 @@ import torch
 
 from vdi.batch import prepare_video_features
 from vdi.checkpoint import load_retriever
+from vdi.cli import run_cli
 from vdi.config import Config
 from vdi.encoders import FrozenVisualEncoder, ModelMissing, Tokenizer, create_clip
 from vdi.errors import InputError, read_utf8
@@ -194,6 +195,7 @@ class Predictor:
         return results
 
 
+@run_cli  # user errors: one line, the kind of problem and its fix; no traceback
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vdi.predict", description="Find when sentences happen in a video.")
     parser.add_argument("--checkpoint", required=True, help="runs/<name>/best/model.pt")
@@ -206,31 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="text tower precision")
     parser.add_argument("--clip-pretrained", default=None, help="where the visual tower's weights come from")
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
     sentences = list(args.sentences)
-    try:
-        if args.top_k < 1:
-            raise InputError(f"--top-k is {args.top_k}; ask for at least 1 moment per sentence")
-        if args.queries:
-            path = Path(args.queries)
-            if not path.is_file():
-                raise FileNotFoundError(f"queries file {path} not found")
-            sentences += [line for line in read_utf8(path, "queries file").splitlines() if line.strip()]
-        if not sentences:
-            raise QueryError('no sentence given: pass "a sentence" after the video or --queries FILE')
-        if not Path(args.video).is_file():
-            raise FileNotFoundError(f"video {args.video} not found")
-        for position, sentence in enumerate(sentences):
-            if not normalize_query(sentence):
-                raise QueryError(f"sentence {position + 1} is empty; every query needs at least one word")
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained, args.precision)
-        video = predictor.encode_video(args.video)
-        results = predictor.predict(video, sentences, args.top_k)
-        cut = predictor.truncated(sentences)
-    except user_errors() as error:  # one line, the kind of problem and its fix; no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.top_k < 1:
+        raise InputError(f"--top-k is {args.top_k}; ask for at least 1 moment per sentence")
+    if args.queries:
+        path = Path(args.queries)
+        if not path.is_file():
+            raise FileNotFoundError(f"queries file {path} not found")
+        sentences += [line for line in read_utf8(path, "queries file").splitlines() if line.strip()]
+    if not sentences:
+        raise QueryError('no sentence given: pass "a sentence" after the video or --queries FILE')
+    if not Path(args.video).is_file():
+        raise FileNotFoundError(f"video {args.video} not found")
+    for position, sentence in enumerate(sentences):
+        if not normalize_query(sentence):
+            raise QueryError(f"sentence {position + 1} is empty; every query needs at least one word")
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.clip_pretrained, args.precision)
+    video = predictor.encode_video(args.video)
+    results = predictor.predict(video, sentences, args.top_k)
+    cut = predictor.truncated(sentences)
     for position, was_cut in enumerate(cut):
         if was_cut:
             print(

@@ -1,4 +1,5 @@
-"""Experiment tracking: the only module that imports mlflow.
+"""Experiment tracking: the only vdi module that imports mlflow (a sweep's parent run and its
+children are sweeps/sweep_tracking.py's, on the helpers here).
 
 One MLflow run per training job (a resumed job continues its run), on rank 0 only. Params are
 the flattened resolved config; metrics are logged every N steps (each loss term, total, lr,
@@ -14,26 +15,25 @@ server; experiments created in such a store keep their artifacts beside it
 is first appended to ``<run dir>/mlflow_buffer.jsonl``; records are sent from there, and the
 ones MLflow refuses stay in the file (with a single warning) and are retried at the next flush
 and at the end of the run. Whatever is still unsent when the run ends can be sent later with
-``python -m vdi.tracking replay <run dir>``.
+``python -m vdi.tracking replay <run dir>``. Failing fast against a dead server (no retries, a
+10 s timeout) and no telemetry are MLflow settings of the process, set where it starts
+(:data:`vdi.cli.PROCESS_ENV`); a program that calls ``vdi.train.train`` itself can call
+:func:`vdi.cli.set_process_env` first.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from vdi.cli import run_cli
 from vdi.errors import InputError
 from vdi.metric_keys import mlflow_spelling
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Fail fast against a dead server (MLflow's default retries with backoff for minutes).
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 RETRY_SECONDS = 60.0
 
 BUFFER_NAME = "mlflow_buffer.jsonl"
@@ -88,7 +88,7 @@ class Tracker:
             return
         id_file = self.run_dir / RUN_ID_NAME
         self.run_id = id_file.read_text().strip() if id_file.exists() else None
-        self._record({"kind": "start", "params": _stringify(params or {})})
+        self._record({"kind": "start", "params": stringify_params(params or {})})
         self.flush()
 
     # -- recording ---------------------------------------------------------------------------
@@ -111,16 +111,10 @@ class Tracker:
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
         if self.run_id is None:
-            experiment = client.get_experiment_by_name(self.experiment)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment
-                else client.create_experiment(self.experiment, artifact_location=artifact_location(self.tracking_uri))
-            )
             tags = {"mlflow.runName": self.run_name}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
-            run = client.create_run(experiment_id, tags=tags)
+            run = client.create_run(experiment_id(client, self.experiment, self.tracking_uri), tags=tags)
             self.run_id = run.info.run_id
             (self.run_dir / RUN_ID_NAME).write_text(self.run_id)
         return client
@@ -139,16 +133,14 @@ class Tracker:
             return True
         try:
             client = self._client()
-            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.entities import Metric, RunTag
 
             for index in range(sent, len(lines)):
                 item = json.loads(lines[index])
                 kind = item["kind"]
                 if kind == "start":
                     existing = client.get_run(self.run_id).data.params
-                    params = [Param(k, v[:6000]) for k, v in item["params"].items() if k not in existing]
-                    for first in range(0, len(params), 100):
-                        client.log_batch(self.run_id, params=params[first : first + 100])
+                    log_params(client, self.run_id, {k: v for k, v in item["params"].items() if k not in existing})
                 elif kind == "metrics":
                     metrics = [Metric(k, v, item["time"], item["step"]) for k, v in item["values"].items()]
                     client.log_batch(self.run_id, metrics=metrics)
@@ -181,87 +173,33 @@ class Tracker:
         return self.flush(force=True)
 
 
-def start_parent_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any] | None = None) -> str:
-    """A parent run (e.g. one per sweep) that child training runs nest under; returns its id."""
+def experiment_id(client, name: str, tracking_uri: str, create: bool = True) -> str | None:
+    """The id of MLflow experiment ``name`` through ``client``; a missing one is created (its
+    artifacts beside a sqlite store: :func:`artifact_location`), or None with ``create=False``."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    if not create:
+        return None
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+
+
+def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    """Log string params in the batches MLflow takes (100 a call, values cut at 6000 characters)."""
     from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id
-        if found
-        else client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
-    )
-    run = client.create_run(experiment_id, tags={"mlflow.runName": run_name})
-    items = [Param(k, v[:6000]) for k, v in _stringify(params or {}).items()]
+    items = [Param(k, v[:6000]) for k, v in params.items()]
     for first in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[first : first + 100])
-    return run.info.run_id
+        client.log_batch(run_id, params=items[first : first + 100])
 
 
-def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status)
-
-
-def close_children(tracking_uri: str, parent_run_id: str, status: str = "KILLED") -> int:
-    """Mark child runs still RUNNING (e.g. trials a scheduler stopped) as ``status``; returns how many."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000
-    )
-    closed = 0
-    for child in children:
-        if child.info.status == "RUNNING":
-            client.set_terminated(child.info.run_id, status)
-            closed += 1
-    return closed
-
-
-def log_artifacts(tracking_uri: str, run_id: str, paths: list[str | Path]) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    for path in paths:
-        client.log_artifact(run_id, str(path))
-
-
-def search_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> list[dict]:
-    """Runs of an experiment as plain dicts {run_id, name, status, params, metrics, tags}."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise InputError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
-    query = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
-    runs = client.search_runs([found.experiment_id], filter_string=query, max_results=10000)
-    return [
-        {
-            "run_id": r.info.run_id,
-            "name": r.data.tags.get("mlflow.runName", ""),
-            "status": r.info.status,
-            "params": dict(r.data.params),
-            "metrics": dict(r.data.metrics),
-            "tags": dict(r.data.tags),
-        }
-        for r in runs
-    ]
-
-
-def _stringify(params: dict[str, Any]) -> dict[str, str]:
+def stringify_params(params: dict[str, Any]) -> dict[str, str]:
+    """Params as MLflow stores them: lists and dicts as JSON, anything else as ``str``."""
     return {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in params.items()}
 
 
 def replay(run_dir: str | Path, tracking_uri: str | None = None) -> bool:
     """Send the unsent records of a run directory (after an outage)."""
-    from vdi.errors import InputError
-
     run_dir = Path(run_dir)
     if not (run_dir / "tracking.json").is_file():
         raise InputError(
@@ -290,6 +228,7 @@ def write_tracking_meta(run_dir: Path, tracking_uri: str, experiment: str, run_n
     )
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -299,13 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser.add_argument("run_dir")
     replay_parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
-    try:
-        ok = replay(args.run_dir, args.tracking_uri)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    ok = replay(args.run_dir, args.tracking_uri)
     print("all records sent" if ok else "some records could not be sent; they stay in the buffer")
     return 0 if ok else 1
 

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
+from vdi.cli import run_cli
 from vdi.config import Config, ConfigError, flatten, load_config, pin_paths, to_dict, to_yaml
 from vdi.data.loader import LoaderState, ShardStream, make_loader, split_source
+from vdi.distributed import any_rank, barrier, broadcast_object, gather_objects
 from vdi.metric_keys import (
     GAIN_R1_AT_05,
     MIOU,
@@ -65,14 +67,6 @@ class _StopFlag:
     def restore(self) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
-
-
-def _any_rank(flag: bool, world_size: int) -> bool:
-    if world_size == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0])
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item() > 0)
 
 
 def seed_everything(seed: int) -> None:
@@ -222,8 +216,7 @@ class Trainer:
                 print(f"run.restart: the earlier run in {self.run_dir} was moved to {move_aside(self.run_dir)}")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
-        if self.ctx.world_size > 1:
-            torch.distributed.barrier()  # no rank looks for checkpoints before a restart moved them
+        barrier(self.ctx.world_size)  # no rank looks for checkpoints before a restart moved them
 
     def _print_data(self) -> None:
         if not self.is_main:
@@ -290,7 +283,7 @@ class Trainer:
         )
 
     def _stopping(self) -> bool:
-        return _any_rank(self.stop.signal is not None, self.ctx.world_size)
+        return any_rank(self.stop.signal is not None, self.ctx.world_size)
 
     def train_step(self, batch, epoch: int, epoch_log: _EpochLog) -> dict:
         """One optimiser step; returns the loss terms' values on logged steps (else {})."""
@@ -373,7 +366,7 @@ class Trainer:
             if key not in flat:
                 raise ConfigError(f"eval.select_split/select_metric '{key}' is not among the metrics {sorted(flat)}")
             selected = flat[key]
-        return flat, _broadcast(selected, self.ctx.world_size)
+        return flat, broadcast_object(selected, self.ctx.world_size)
 
     def save_best(self, epoch: int, flat: dict[str, float]) -> None:
         """The inference checkpoint of the best epoch so far (rank 0)."""
@@ -545,11 +538,7 @@ def _verify_sync(module: torch.nn.Module, video_ids: list[str], world_size: int,
     """All ranks: raise unless every rank holds the same parameters and saw different videos."""
     with torch.no_grad():
         checksum = sum(float(p.double().sum()) + float(p.double().abs().sum()) for p in module.parameters())
-    gathered: list = [None] * world_size
-    if world_size > 1:
-        torch.distributed.all_gather_object(gathered, (checksum, list(video_ids)))
-    else:
-        gathered = [(checksum, list(video_ids))]
+    gathered = gather_objects((checksum, list(video_ids)), world_size)
     sums = [g[0] for g in gathered]
     if any(abs(value - sums[0]) > 1e-6 * max(1.0, abs(sums[0])) for value in sums):
         raise RuntimeError(f"step {step}: parameters differ across ranks (checksums {sums})")
@@ -559,27 +548,13 @@ def _verify_sync(module: torch.nn.Module, video_ids: list[str], world_size: int,
     return 1
 
 
-def _broadcast(value, world_size: int):
-    if world_size == 1:
-        return value
-    holder = [value]
-    torch.distributed.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vdi.train", description="Train a VDI model.")
     parser.add_argument("--config", default="synthetic", help="preset name or YAML path")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. optim.lr=1e-4")
     args = parser.parse_args(argv)
-    from vdi.errors import user_errors
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-        result = train(cfg)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = train(load_config(args.config, args.overrides))
     return 0 if result["status"] == "finished" else 3
 
 

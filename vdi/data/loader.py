@@ -317,19 +317,11 @@ def make_loader(stream: ShardStream, num_workers: int) -> DataLoader:
     )
 
 
-def dist_info() -> tuple[int, int]:
-    """(rank, world size) from the environment (torchrun / SLURM / DeepSpeed set RANK, WORLD_SIZE)."""
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
-    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1)))
-    return rank, world
-
-
 __all__ = [
     "LoaderState",
     "ShardStream",
     "check_manifest_totals",
     "content_hash",
-    "dist_info",
     "held_out_keys",
     "make_loader",
     "split_source",
