@@ -14,7 +14,7 @@ export RAY_AUTH_MODE ?= disabled
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,train,sweeps,slurm]"
+	$(PY) -m pip install --quiet -e ".[dev,train,sweeps,slurm,app]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -109,12 +109,19 @@ def _value(value) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
-def make_trainable(base_config: str, fixed: list[str], run_root: Path, experiment: str, uri: str, parent: str):
+def make_trainable(
+    base_config: str, fixed: list[str], run_root: Path, experiment: str, uri: str, parent: str, source: str
+):
+    """A Ray trainable: one training run per trial, nested under the sweep's parent run. Ablation
+    trials are named for their row and seed ("L^vc + L^sd / seed 3") and tagged with their row (the
+    UI's group-by); every trial's source is the sweep's command line."""
+
     def trainable(config: dict) -> None:
         from ray import tune
 
         from vdi.cli import set_process_env
         from vdi.config import load_config
+        from vdi.tracking import ABLATION_ROW_TAG
         from vdi.train import train
 
         set_process_env()  # a trial's worker process (a Ray cluster started elsewhere passes nothing on)
@@ -136,6 +143,10 @@ def make_trainable(base_config: str, fixed: list[str], run_root: Path, experimen
             "data.num_workers=0",
         ]
         cfg = load_config(base_config, overrides)
+        cfg.track.tags = {"mlflow.source.name": source}
+        if "_row" in config:
+            cfg.track.run_name = f"{config['_row']} / seed {cfg.run.seed}"
+            cfg.track.tags[ABLATION_ROW_TAG] = config["_row"]
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
         def on_eval(epoch: int, metrics: dict) -> None:
@@ -171,6 +182,7 @@ def run_sweep(args) -> int:
     from vdi.launch import ensure_synthetic_world
     from vdi.tracking import default_tracking_uri
 
+    source = shlex.join(getattr(sys, "orig_argv", sys.argv))
     spec = load_space(Path(args.space))
     base_config = args.config or spec["base_config"]
     metric, mode = args.metric or spec["metric"], spec.get("mode", "max")
@@ -194,6 +206,8 @@ def run_sweep(args) -> int:
             experiment,
             name,
             {"kind": "ablation" if args.ablation else "search", "base_config": base_config, "metric": metric},
+            description=parent_description(args, base_config, fixed, metric),
+            review_splits=list(base.data.eval_splits),
         )
         parent_file.write_text(parent)
     print(f"sweep {name}: parent MLflow run {parent} in experiment '{experiment}' ({uri})")
@@ -203,7 +217,7 @@ def run_sweep(args) -> int:
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=str(Path(args.ray_temp).resolve()))
     trainable = tune.with_resources(
-        make_trainable(base_config, fixed, run_root, experiment, uri, parent),
+        make_trainable(base_config, fixed, run_root, experiment, uri, parent, source),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     scheduler = None
@@ -264,6 +278,8 @@ def run_sweep(args) -> int:
         )
         print(f"report: python sweeps/report.py --experiment {experiment} --tracking-uri {uri}")
         status = "FINISHED" if not errors else "FAILED"
+        if args.ablation:
+            attach_report(experiment, uri, parent, sweep_dir / "report", list(base.data.eval_splits))
         return 0 if not errors else 1
     finally:
         closed = close_children(uri, parent, "KILLED")
@@ -271,6 +287,32 @@ def run_sweep(args) -> int:
             print(f"{closed} stopped trial run(s) marked KILLED in MLflow")
         end_run(uri, parent, status)
         ray.shutdown()
+
+
+def parent_description(args, base_config: str, fixed: list[str], metric: str) -> str:
+    """The parent run's description until the report replaces it (Markdown)."""
+    if args.ablation:
+        rows = ", ".join(args.rows or list(ABLATION_ROWS))
+        what = f"Ablation of `{base_config}`: rows {rows}; seeds 0..{args.seeds - 1} (paired: same seeds per row)."
+    else:
+        what = f"Search over `{args.space}` on `{base_config}` ({args.num_samples} samples), selected by `{metric}`."
+    extra = f" Overrides: `{' '.join(fixed)}`." if fixed else ""
+    return f"{what}{extra} The report (tables with paired differences and plots) is attached when the sweep ends."
+
+
+def attach_report(experiment: str, uri: str, parent: str, out: Path, splits: list[str]) -> None:
+    """Write the ablation's report and attach it to the parent run (a failure is reported, and
+    the command to make it later printed: the trials' results are in MLflow either way)."""
+    import report
+
+    argv = ["--experiment", experiment, "--tracking-uri", uri, "--parent", parent, "--out", str(out)]
+    try:
+        code = report.main([*argv, "--splits", *splits])
+    except Exception as error:  # the report must not lose the sweep's own summary
+        print(f"warning: the report failed ({type(error).__name__}: {error})", file=sys.stderr)
+        code = 1
+    if code != 0:
+        print(f"warning: no report attached; make it with: python sweeps/report.py {shlex.join(argv)}", file=sys.stderr)
 
 
 def best_value(result, metric: str, mode: str) -> float | None:

@@ -192,7 +192,7 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweep_tracking import log_artifacts, search_runs
+    from sweep_tracking import log_artifacts, search_runs, set_description
 
     from vdi.cli import set_process_env
     from vdi.plots import plot_grouped_bars, plot_metric_vs
@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if probe:
         artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", f"dynamics probe (IID test {R1_AT_05})"))
     log_artifacts(uri, parent, artifacts)
+    plots = ", ".join(f"`{path.name}`" for path in artifacts[1:])
+    set_description(uri, parent, f"{text}\n\nPlots (artifacts of this run): {plots or 'none'}.\n")
     print(f"report and {len(artifacts) - 1} plot(s) in {out}, attached to MLflow run {parent}")
     return 0
 

@@ -10,17 +10,38 @@ from pathlib import Path
 from typing import Any
 
 from vdi.errors import InputError
-from vdi.tracking import experiment_id, log_params, stringify_params
+from vdi.tracking import experiment_id, log_params, source_tags, stringify_params
+
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description, rendered as Markdown by the UI
 
 
-def start_parent_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any] | None = None) -> str:
-    """A parent run (e.g. one per sweep) that child training runs nest under; returns its id."""
+def start_parent_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any] | None = None,
+    description: str = "",
+    review_splits: list[str] | None = None,
+) -> str:
+    """A parent run (e.g. one per sweep) that child training runs nest under, tagged with where it
+    came from and described in ``description`` (Markdown); returns its id."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run = client.create_run(experiment_id(client, experiment, tracking_uri), tags={"mlflow.runName": run_name})
+    tags = {"mlflow.runName": run_name, **source_tags()}
+    if description:
+        tags[DESCRIPTION_TAG] = description
+    found = experiment_id(client, experiment, tracking_uri, review_splits=review_splits)
+    run = client.create_run(found, tags=tags)
     log_params(client, run.info.run_id, stringify_params(params or {}))
     return run.info.run_id
+
+
+def set_description(tracking_uri: str, run_id: str, text: str) -> None:
+    """Replace a run's description (the Markdown the UI shows on the run's page)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_tag(run_id, DESCRIPTION_TAG, text)
 
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:

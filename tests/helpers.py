@@ -53,6 +53,16 @@ def write_toy_dataset(root, train_videos: int, per_shard: int, seed: int):
     return root
 
 
+# a retriever small enough for a test's predictions (16 pre-clips, an 8-clip map), injection off
+TINY_RETRIEVER = [
+    "model.num_pre_clips=16",
+    "model.num_clips=8",
+    "model.pooling_counts=[7]",
+    "injection.visual_context=none",
+    "injection.spatial_dynamic=none",
+]
+
+
 def write_video(path, seconds: float, rate: int = 8, size: tuple[int, int] = (48, 40), seed: int = 0) -> None:
     """A small H.264 video with random coloured frames (PyAV)."""
     import av

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_video
+from helpers import TINY_RETRIEVER, write_video
 
 from vdi.checkpoint import save_inference_checkpoint
 from vdi.config import load_config, to_dict
@@ -34,17 +34,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     clip = create_clip("vdi-test-tiny", None)
     torch.save(clip.state_dict(), clip_path)
-    cfg = load_config(
-        "tiny",
-        [
-            f"model.clip.pretrained={clip_path}",
-            "model.num_pre_clips=16",
-            "model.num_clips=8",
-            "model.pooling_counts=[7]",
-            "injection.visual_context=none",
-            "injection.spatial_dynamic=none",
-        ],
-    )
+    cfg = load_config("tiny", [f"model.clip.pretrained={clip_path}", *TINY_RETRIEVER])
     model = build_vdi_model(cfg, clip)
     batch = collate(
         planted_samples(8, num_frames=16, seed=PLANT_SEED), Tokenizer("vdi-test-tiny"), 16, load_patches=False

@@ -322,6 +322,7 @@ def load_retriever(path: str | Path, device: str = "cpu") -> tuple[MomentRetriev
 # how long it goes on; not what it computes.
 RESUMABLE_CHANGES = (
     "track.",
+    "run.preset",
     "run.resume",
     "run.restart",
     "run.device",

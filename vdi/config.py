@@ -205,6 +205,11 @@ class TrackConfig:
     log_checkpoint: bool = False
     # Nest this run under a parent run (a sweep sets it for its trials).
     parent_run_id: str | None = None
+    # The run's name in the MLflow UI (null = run.name); a sweep names its trials for their row
+    # and seed ("L^vc + L^sd / seed 3").
+    run_name: str | None = None
+    # Extra MLflow run tags (a sweep tags each trial with its ablation row, for the UI's group-by).
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,6 +224,8 @@ class RunConfig:
     # <name>.replaced-<time> (nothing is deleted). Without it such a folder is refused.
     restart: bool = False
     device: str = "auto"
+    # The preset or YAML the config was loaded from (load_config fills it; MLflow tags runs with it).
+    preset: str = ""
 
 
 @dataclass
@@ -447,6 +454,8 @@ def load_config(preset_or_path: str | os.PathLike | None = None, overrides: list
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, Config)
     _validate(cfg)
+    if preset_or_path is not None and not cfg.run.preset:
+        cfg.run.preset = str(preset_or_path)  # a saved config (best.yaml) keeps the preset it came from
     return cfg
 
 

@@ -11,6 +11,13 @@ The default tracking URI is an absolute sqlite file under the run root, so
 server; experiments created in such a store keep their artifacts beside it
 (``<run root>/mlartifacts``), wherever the run was started.
 
+**Review in the UI.** Every experiment is tagged as model training (``mlflow.experimentKind``)
+and carries a saved view (:data:`REVIEW_VIEW`: the best-epoch R1@0.5, mIoU and grounding gain of
+each evaluated split as columns, rows grouped by the ``ablation_row`` tag a sweep puts on its
+trials); :func:`review_url` opens it. Each run records where it came from (git commit and dirty
+flag of the code, the command line, the preset) as tags and its shards as MLflow dataset inputs
+(dataset/split, a digest of the shards' sha256, counts, encoder).
+
 **An unreachable tracking server never stops training and never loses metrics.** Every record
 is first appended to ``<run dir>/mlflow_buffer.jsonl``; records are sent from there, and the
 ones MLflow refuses stay in the file (with a single warning) and are retried at the next flush
@@ -23,7 +30,10 @@ and at the end of the run. Whatever is still unsent when the run ends can be sen
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shlex
+import subprocess
 import sys
 import time
 import warnings
@@ -32,7 +42,7 @@ from typing import Any
 
 from vdi.cli import run_cli
 from vdi.errors import InputError
-from vdi.metric_keys import mlflow_spelling
+from vdi.metric_keys import GAIN_R1_AT_05, MIOU, R1_AT_05, MetricKey, mlflow_spelling
 
 RETRY_SECONDS = 60.0
 
@@ -49,6 +59,94 @@ def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri} in a browser (the tracking server's UI)"
     return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+# The experiment kind that makes MLflow 3's UI show an experiment's training runs (not the GenAI
+# overview of traces); the value is MLflow's own (ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+REVIEW_VIEW = "vdi-review"  # the saved view's key: tag mlflow.sharedViewState.<key> on the experiment
+ABLATION_ROW_TAG = "ablation_row"
+REVIEW_METRICS = (R1_AT_05, MIOU, GAIN_R1_AT_05)
+
+
+def review_columns(splits: list[str]) -> list[str]:
+    """The runs table's columns in the saved view: the source, the data, and for every split its
+    best-epoch R1@0.5, mIoU and grounding gain (MLflow's own column spellings)."""
+    metrics = [MetricKey(split, name, stage="best").mlflow for split in splits for name in REVIEW_METRICS]
+    return ["attributes.`Source`", "attributes.`Dataset`", *[f"metrics.`{key}`" for key in metrics]]
+
+
+def review_view_state(columns: list[str]) -> str:
+    """The saved view (JSON, as MLflow's UI shares it): the columns, grouped by ablation row with
+    the mean of each group."""
+    return json.dumps(
+        {
+            "selectedColumns": columns,
+            "groupBy": {
+                "aggregateFunction": "average",
+                "groupByKeys": [{"mode": "tag", "groupByData": ABLATION_ROW_TAG}],
+            },
+        }
+    )
+
+
+def review_url(tracking_uri: str, experiment_id: str, ui_address: str = "http://127.0.0.1:5000") -> str:
+    """The address of an experiment's training runs in the saved view: ``mlflow ui``'s default
+    address for a local store, the server itself otherwise. ``workflowType`` is needed because the
+    UI's own default (kept in the browser) is the GenAI view."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui_address
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={REVIEW_VIEW}&workflowType=machine_learning"
+
+
+def source_tags(argv: list[str] | None = None) -> dict[str, str]:
+    """Where a run came from: the command line, and the git commit of vdi's code with a dirty flag
+    (left out when the code is not a git checkout, e.g. an installed wheel)."""
+    command = argv if argv is not None else getattr(sys, "orig_argv", sys.argv)
+    tags = {"mlflow.source.name": shlex.join(command), "mlflow.source.type": "LOCAL"}
+    code = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return tags
+    tags["mlflow.source.git.commit"] = commit
+    tags["vdi.git.dirty"] = str(bool(status.strip())).lower()
+    return tags
+
+
+def dataset_input(manifest: Any, split_dir: str | Path, split: str, num_videos: int, num_queries: int | None) -> dict:
+    """An MLflow dataset input (as a buffer record) for the shards one split is read from: named
+    ``<dataset>/<split>``, its digest made from the split and every shard's sha256, its profile the
+    manifest's identity (counts, encoder, fps, patch tokens, shard sha256s)."""
+    shards = [shard.sha256 for shard in manifest.shards]
+    digest = hashlib.sha256(json.dumps([split, shards]).encode()).hexdigest()
+    profile = {
+        "videos": num_videos,
+        "queries": num_queries,
+        "shards": len(shards),
+        "encoder": manifest.encoder.name,
+        "weights": manifest.encoder.weights,
+        "fps": manifest.fps,
+        "patch_tokens": manifest.num_patches,
+        "sha256": digest,
+        "shard_sha256": shards,
+    }
+    return {
+        "name": f"{manifest.dataset}/{split}",
+        "digest": digest[:16],
+        "source": json.dumps({"uri": str(Path(split_dir).resolve())}),
+        "profile": json.dumps(profile),
+        "context": split,
+    }
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -73,6 +171,9 @@ class Tracker:
         params: dict[str, Any] | None = None,
         parent_run_id: str | None = None,
         enabled: bool = True,
+        tags: dict[str, str] | None = None,
+        datasets: list[dict] | None = None,
+        review_splits: list[str] | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +182,9 @@ class Tracker:
         self.experiment, self.run_name = experiment, run_name
         self.parent_run_id = parent_run_id
         self.enabled = enabled
+        self.review_splits = list(review_splits or [])
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._warned = False
         self._retry_after = 0.0
         if not enabled:
@@ -89,6 +192,10 @@ class Tracker:
         id_file = self.run_dir / RUN_ID_NAME
         self.run_id = id_file.read_text().strip() if id_file.exists() else None
         self._record({"kind": "start", "params": stringify_params(params or {})})
+        if tags:
+            self._record({"kind": "tags", "values": dict(tags)})
+        if datasets:
+            self._record({"kind": "inputs", "datasets": datasets})
         self.flush()
 
     # -- recording ---------------------------------------------------------------------------
@@ -114,8 +221,9 @@ class Tracker:
             tags = {"mlflow.runName": self.run_name}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
-            run = client.create_run(experiment_id(client, self.experiment, self.tracking_uri), tags=tags)
-            self.run_id = run.info.run_id
+            found = experiment_id(client, self.experiment, self.tracking_uri, review_splits=self.review_splits)
+            run = client.create_run(found, tags=tags)
+            self.run_id, self.experiment_id = run.info.run_id, found
             (self.run_dir / RUN_ID_NAME).write_text(self.run_id)
         return client
 
@@ -149,6 +257,8 @@ class Tracker:
                         client.log_artifact(self.run_id, item["path"], item.get("folder"))
                 elif kind == "tags":
                     client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in item["values"].items()])
+                elif kind == "inputs":
+                    client.log_inputs(self.run_id, datasets=[_mlflow_dataset(d) for d in item["datasets"]])
                 elif kind == "end":
                     client.set_terminated(self.run_id, item["status"])
                 sent = index + 1
@@ -166,6 +276,17 @@ class Tracker:
                 )
             return False
 
+    def review_url(self) -> str | None:
+        """Where the UI shows this run's experiment in the review view (None when MLflow cannot say)."""
+        if not self.enabled or self.run_id is None:
+            return None
+        try:
+            if self.experiment_id is None:
+                self.experiment_id = self._client().get_run(self.run_id).info.experiment_id
+        except Exception:  # an unreachable server: the ui command alone is printed
+            return None
+        return review_url(self.tracking_uri, self.experiment_id)
+
     def finish(self, status: str = "FINISHED") -> bool:
         if not self.enabled:
             return True
@@ -173,15 +294,42 @@ class Tracker:
         return self.flush(force=True)
 
 
-def experiment_id(client, name: str, tracking_uri: str, create: bool = True) -> str | None:
+def _mlflow_dataset(record: dict):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(record["name"], record["digest"], "local", record["source"], profile=record["profile"])
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", record["context"])])
+
+
+def experiment_id(
+    client, name: str, tracking_uri: str, create: bool = True, review_splits: list[str] | None = None
+) -> str | None:
     """The id of MLflow experiment ``name`` through ``client``; a missing one is created (its
-    artifacts beside a sqlite store: :func:`artifact_location`), or None with ``create=False``."""
+    artifacts beside a sqlite store: :func:`artifact_location`), or None with ``create=False``.
+    Experiments are tagged for review in the UI (the training view, and a saved view whose columns
+    cover ``review_splits`` as well as the splits it had)."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    if not create:
-        return None
-    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    if found is None:
+        if not create:
+            return None
+        found = client.get_experiment(client.create_experiment(name, artifact_location=artifact_location(tracking_uri)))
+    if create:
+        _tag_for_review(client, found, review_splits or [])
+    return found.experiment_id
+
+
+def _tag_for_review(client, experiment, splits: list[str]) -> None:
+    tags = experiment.tags
+    if tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    view_tag = f"mlflow.sharedViewState.{REVIEW_VIEW}"
+    try:
+        had = json.loads(tags[view_tag])["selectedColumns"] if view_tag in tags else []
+    except (ValueError, KeyError, TypeError):
+        had = []  # a view edited into something else: write ours
+    columns = list(dict.fromkeys([*review_columns([]), *had, *review_columns(splits)]))
+    if columns != had:
+        client.set_experiment_tag(experiment.experiment_id, view_tag, review_view_state(columns))
 
 
 def log_params(client, run_id: str, params: dict[str, str]) -> None:
@@ -215,17 +363,22 @@ def replay(run_dir: str | Path, tracking_uri: str | None = None) -> bool:
     tracker.experiment, tracker.run_name = meta["experiment"], meta["run_name"]
     tracker.parent_run_id, tracker.enabled, tracker._warned = meta.get("parent_run_id"), True, False
     tracker._retry_after = 0.0
+    tracker.review_splits, tracker.experiment_id = list(meta.get("review_splits", [])), None
     id_file = run_dir / RUN_ID_NAME
     tracker.run_id = id_file.read_text().strip() if id_file.exists() else None
     return tracker.flush()
 
 
-def write_tracking_meta(run_dir: Path, tracking_uri: str, experiment: str, run_name: str, parent: str | None) -> None:
-    (run_dir / "tracking.json").write_text(
-        json.dumps(
-            {"tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "parent_run_id": parent}
-        )
-    )
+def write_tracking_meta(
+    run_dir: Path,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    parent: str | None,
+    review_splits: list[str] | None = None,
+) -> None:
+    meta = {"tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "parent_run_id": parent}
+    (run_dir / "tracking.json").write_text(json.dumps(meta | {"review_splits": list(review_splits or [])}))
 
 
 @run_cli

@@ -247,21 +247,39 @@ class Trainer:
         return state
 
     def _start_tracker(self):
-        from vdi.tracking import Tracker, default_tracking_uri, write_tracking_meta
+        from vdi.tracking import Tracker, dataset_input, default_tracking_uri, source_tags, write_tracking_meta
 
         cfg = self.cfg
         tracking_uri = cfg.track.tracking_uri or default_tracking_uri(cfg.run.root)
+        run_name = cfg.track.run_name or cfg.run.name
+        enabled = cfg.track.enabled and self.is_main
+        streams = {cfg.data.train_split: self.train_stream, **self.eval_streams}
+        datasets = [
+            dataset_input(stream.manifest, stream.split_dir, split, stream.num_videos, stream.num_queries)
+            for split, stream in streams.items()
+        ]
+        tags = source_tags() | {"vdi.preset": cfg.run.preset} | dict(cfg.track.tags) if enabled else {}
         tracker = Tracker(
             self.run_dir,
             tracking_uri,
             cfg.track.experiment,
-            cfg.run.name,
+            run_name,
             params=flatten(cfg) | {"world_size": self.ctx.world_size},
             parent_run_id=cfg.track.parent_run_id,
-            enabled=cfg.track.enabled and self.is_main,
+            enabled=enabled,
+            tags=tags,
+            datasets=datasets,
+            review_splits=list(cfg.data.eval_splits),
         )
         if self.is_main:
-            write_tracking_meta(self.run_dir, tracking_uri, cfg.track.experiment, cfg.run.name, cfg.track.parent_run_id)
+            write_tracking_meta(
+                self.run_dir,
+                tracking_uri,
+                cfg.track.experiment,
+                run_name,
+                cfg.track.parent_run_id,
+                list(cfg.data.eval_splits),
+            )
             tracker.log_artifact(self.run_dir / "config.yaml")
         return tracking_uri, tracker
 
@@ -468,6 +486,9 @@ class Trainer:
             title = f"best epoch {self.state.best_epoch} ({cfg.eval.select_split} {cfg.eval.select_metric})"
             print_table(final["results"], title=title)
             print(f"MLflow: {ui_command(self.tracking_uri)}")
+            url = self.tracker.review_url()
+            if url:
+                print(f"  then open {url}  (the runs with their metrics as columns)")
 
     def finish(self, status: str) -> dict:
         """Probe with the best weights, write eval.json and plots (rank 0), return the metrics."""
