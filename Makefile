@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test test-integration lint format bench clean-venv
+.PHONY: demo app ui test test-integration lint format bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) -m vdi.launch --local
+
+# The demo page on the main job's model (http://127.0.0.1:7860; python -m vdi.app --help for more).
+app: $(VENV)/.installed
+	$(PY) -m vdi.app --checkpoint runs/synthetic/best/model.pt
+
+# The MLflow UI over the main job's store (http://127.0.0.1:5000; a run prints its review address).
+ui: $(VENV)/.installed
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

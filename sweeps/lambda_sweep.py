@@ -110,11 +110,11 @@ def _value(value) -> str:
 
 
 def make_trainable(
-    base_config: str, fixed: list[str], run_root: Path, experiment: str, uri: str, parent: str, source: str
+    base_config: str, fixed: list[str], run_root: Path, experiment: str, uri: str, parent: str, source: dict
 ):
     """A Ray trainable: one training run per trial, nested under the sweep's parent run. Ablation
     trials are named for their row and seed ("L^vc + L^sd / seed 3") and tagged with their row (the
-    UI's group-by); every trial's source is the sweep's command line."""
+    UI's group-by); every trial's source (``source``: tags) is the sweep's command line."""
 
     def trainable(config: dict) -> None:
         from ray import tune
@@ -143,7 +143,7 @@ def make_trainable(
             "data.num_workers=0",
         ]
         cfg = load_config(base_config, overrides)
-        cfg.track.tags = {"mlflow.source.name": source}
+        cfg.track.tags = dict(source)  # the sweep's command, not the Ray worker's
         if "_row" in config:
             cfg.track.run_name = f"{config['_row']} / seed {cfg.run.seed}"
             cfg.track.tags[ABLATION_ROW_TAG] = config["_row"]
@@ -180,9 +180,9 @@ def run_sweep(args) -> int:
 
     from vdi.config import check_overrides, load_config, to_yaml
     from vdi.launch import ensure_synthetic_world
-    from vdi.tracking import default_tracking_uri
+    from vdi.tracking import default_tracking_uri, source_tags
 
-    source = shlex.join(getattr(sys, "orig_argv", sys.argv))
+    source = {k: v for k, v in source_tags().items() if k in ("mlflow.source.name", "vdi.command")}
     spec = load_space(Path(args.space))
     base_config = args.config or spec["base_config"]
     metric, mode = args.metric or spec["metric"], spec.get("mode", "max")

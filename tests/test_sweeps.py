@@ -16,6 +16,9 @@ SWEEP = PROJECT / "sweeps" / "lambda_sweep.py"
 REPORT = PROJECT / "sweeps" / "report.py"
 
 
+ROWS = ("Baseline", "L^vc w/o Q", "L^vc w/ Q", "L^vc w/ Q^s", "L^sd w/ LSTM", "L^sd w/ Trans", "L^vc + L^sd")
+
+
 @pytest.fixture(scope="module")
 def sweep_shards(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("sweep_shards"), 24, per_shard=12, seed=31)
@@ -125,12 +128,20 @@ def test_ablation_grid_one_seed_and_table(sweep_shards, tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    _, children = child_runs(tmp_path, "ablation")
+    parents, children = child_runs(tmp_path, "ablation")
     assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
+    # trials are named for their row and seed and tagged with the row (the UI groups by it)
+    assert {r.data.tags["mlflow.runName"] for r in children} == {f"{row} / seed 0" for row in ROWS}
+    assert {r.data.tags["ablation_row"] for r in children} == set(ROWS)
+    assert all("lambda_sweep.py" in r.data.tags["mlflow.source.name"] for r in children)
+    # the sweep made the report itself and put it on the parent (artifact and description)
+    assert "| Baseline | 1 |" in (tmp_path / "ablation" / "report" / "report.md").read_text()
+    (parent,) = parents
+    assert "# Sweep report: ablation" in parent.data.tags["mlflow.note.content"]
     report = run_report("ablation", tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     table = (tmp_path / "report" / "report.md").read_text()
-    for row in ("Baseline", "L^vc w/o Q", "L^vc w/ Q", "L^vc w/ Q^s", "L^sd w/ LSTM", "L^sd w/ Trans", "L^vc + L^sd"):
+    for row in ROWS:
         assert f"| {row} | 1 |" in table
     assert "| Method | Q | Q^s | Q^d | Q - Q^s |" in table  # the dynamics probe of every row
     # paired differences to the baseline, resampling seeds and the queries of each run's eval.json

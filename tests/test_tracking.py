@@ -50,8 +50,12 @@ def test_dataset_inputs_name_the_split_and_change_with_any_shard(tmp_path):
 
 
 def test_source_tags_name_the_command_and_the_commit():
-    tags = source_tags(["python", "-m", "vdi.launch", "--local", "run.name=a b"])
-    assert tags["mlflow.source.name"] == "python -m vdi.launch --local 'run.name=a b'"
+    tags = source_tags(["/usr/bin/python3", "-m", "vdi.launch", "--local", "run.name=a b", "data.root=/x/y"])
+    assert tags["mlflow.source.name"] == "python -m vdi.launch"  # the UI shows what follows the last "/"
+    assert tags["vdi.command"] == "/usr/bin/python3 -m vdi.launch --local 'run.name=a b' data.root=/x/y"
+    assert source_tags(["python", "/p/sweeps/lambda_sweep.py", "--ablation"])["mlflow.source.name"] == (
+        "/p/sweeps/lambda_sweep.py"
+    )
     head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:  # a checkout: the commit and whether the code differs from it
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()

@@ -89,6 +89,13 @@ def test_train_evaluates_checkpoints_and_tracks(shard_root, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["model.num_clips"] == "4"
+    # where it came from and what it read, for the UI's Source and Dataset columns
+    tags = runs[0].data.tags
+    assert "-m vdi.train" in tags["mlflow.source.name"] and tags["vdi.preset"] == "tiny"
+    assert len(tags.get("mlflow.source.git.commit", "0" * 40)) == 40
+    inputs = {(i.dataset.name, i.tags[0].value) for i in runs[0].inputs.dataset_inputs}
+    assert inputs == {("toy/train", "train"), ("toy/test", "test")}
+    assert "viewStateShareKey=vdi-review&workflowType=machine_learning" in output
     assert "test/R1_iou0.5" in runs[0].data.metrics and "loss/total" in runs[0].data.metrics
     assert "probe/test_Qd/R1_iou0.5" in runs[0].data.metrics
     logged = runs[0].data.metrics

@@ -104,7 +104,9 @@ def probe_duration(path: Path) -> float:
             stream = container.streams.video[0]
             return float(stream.duration * stream.time_base) if stream.duration else 0.0
     except av.error.FFmpegError as error:
-        raise VideoDecodeError(f"{path.name} cannot be decoded as a video ({error.strerror or error})") from None
+        raise VideoDecodeError(
+            f"{path.name} cannot be decoded as a video ({error.strerror or error}); upload a video file such as .mp4"
+        ) from None
 
 
 class Demo:

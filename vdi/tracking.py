@@ -100,10 +100,18 @@ def review_url(tracking_uri: str, experiment_id: str, ui_address: str = "http://
 
 
 def source_tags(argv: list[str] | None = None) -> dict[str, str]:
-    """Where a run came from: the command line, and the git commit of vdi's code with a dirty flag
-    (left out when the code is not a git checkout, e.g. an installed wheel)."""
-    command = argv if argv is not None else getattr(sys, "orig_argv", sys.argv)
-    tags = {"mlflow.source.name": shlex.join(command), "mlflow.source.type": "LOCAL"}
+    """Where a run came from: the program and its command line, and the git commit of vdi's code
+    with a dirty flag (left out when the code is not a git checkout, e.g. an installed wheel)."""
+    command = list(argv if argv is not None else getattr(sys, "orig_argv", sys.argv))
+    # the UI's Source column shows what follows the last "/" of the source name: the program
+    # goes there ("python -m vdi.train", "lambda_sweep.py"), the whole command in vdi.command
+    if len(command) >= 3 and command[1] == "-m":
+        program = f"python -m {command[2]}"
+    elif len(command) >= 2 and Path(command[0]).name.startswith("python"):
+        program = command[1]
+    else:
+        program = command[0] if command else "unknown"
+    tags = {"mlflow.source.name": program, "vdi.command": shlex.join(command), "mlflow.source.type": "LOCAL"}
     code = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
