@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
-OWNERS = {"deepspeed": {"vdi/engine.py"}, "submitit": {"vdi/launch.py"}, "mlflow": {"vdi/tracking.py"}, "ray": set()}
+OWNERS = {
+    "deepspeed": {"vdi/engine.py"},
+    "submitit": {"vdi/launch.py"},
+    "mlflow": {"vdi/tracking.py"},
+    "ray": set(),
+    "gradio": {"vdi/app.py"},
+}
 SINGLE_DEVICE = ["vdi/model.py", "vdi/injection.py", "vdi/encoders.py", "vdi/losses.py"]
 
 
