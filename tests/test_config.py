@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from vdi.config import ConfigError, check_overrides, flatten, list_presets, load_config, to_yaml
 
@@ -127,3 +128,40 @@ def test_off_is_accepted_for_none():
 def test_out_of_range_values_fail_at_load_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("synthetic", [override])
+
+
+HYPERPARAMETER_SECTIONS = ("model", "injection", "loss", "optim")
+
+
+def test_paper_hyperparameters_are_written_once_in_their_preset():
+    """Every model / injection / loss / optim value of the paper preset (and eval's ranking
+    settings) has no dataclass default: the YAML is their one place."""
+    from omegaconf import OmegaConf
+
+    from vdi.config import PAPER_PRESET, PRESET_DIR, Config
+
+    preset = yaml.safe_load((PRESET_DIR / f"{PAPER_PRESET}.yaml").read_text())
+    schema = OmegaConf.structured(Config)
+    keys = [f"{section}.{key}" for section in HYPERPARAMETER_SECTIONS for key in preset[section] if key != "clip"]
+    keys += [f"model.clip.{key}" for key in preset["model"]["clip"]]
+    keys += ["eval.nms_threshold", "eval.recall_ks", "eval.iou_thresholds"]
+    assert len(keys) > 20
+    missing = [
+        key
+        for key in keys
+        if OmegaConf.is_missing(OmegaConf.select(schema, key.rsplit(".", 1)[0]), key.rsplit(".", 1)[1])
+    ]
+    assert missing == keys
+
+
+def test_a_yaml_without_the_paper_preset_names_the_missing_key(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  num_clips: 8\n")
+    with pytest.raises(
+        ConfigError, match=r"config key 'model.clip.name' has no value in .*mine.yaml.*base: charades_sta"
+    ):
+        load_config(str(path))
+    path.write_text("base: charades_sta\nmodel:\n  hidden_size: 256\n")
+    assert load_config(str(path)).model.hidden_size == 256
+    # no preset at all is the paper's
+    assert load_config(None).loss.lambda_vc == load_config("charades_sta").loss.lambda_vc == 0.5

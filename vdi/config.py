@@ -2,9 +2,12 @@
 
 A config is built in three layers, later layers winning:
 
-1. the dataclass defaults below (the schema: every key that exists, with its type);
-2. a preset YAML (``vdi/configs/<name>.yaml``) or a user YAML path; a preset may name
-   ``base: <other preset>`` to start from another preset;
+1. the dataclass defaults below (the schema: every key that exists, with its type); the paper's
+   and MMN's hyperparameters have no default here (``MISSING``): they are written once, in
+   ``vdi/configs/charades_sta.yaml`` (:data:`PAPER_PRESET`);
+2. a preset YAML (``vdi/configs/<name>.yaml``) or a user YAML path (none: the paper preset); a
+   preset may name ``base: <other preset>`` to start from another preset (every shipped one
+   builds on the paper preset);
 3. dotlist overrides such as ``model.num_clips=16 loss.lambda_vc=0.2``.
 
 Unknown keys and badly typed values raise :class:`ConfigError` with the key's name and,
@@ -23,13 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from vdi.errors import UserError
 from vdi.metric_keys import R1_AT_05
 
 PRESET_DIR = Path(__file__).parent / "configs"
+# The paper's (Sec. 4.1.3) and MMN's hyperparameters are written once, in this preset; the
+# schema's fields for them have no default (MISSING), every other preset builds on it (base:),
+# and a config loaded without a preset, or rebuilt from a checkpoint, starts from it.
+PAPER_PRESET = "charades_sta"
 
 
 class ConfigError(UserError, ValueError):
@@ -39,10 +46,10 @@ class ConfigError(UserError, ValueError):
 @dataclass
 class ClipConfig:
     # open_clip model name: a built-in (ViT-B-32) or one registered from a JSON config folder.
-    name: str = "ViT-B-32"
+    name: str = MISSING
     # A pretrained tag (e.g. "openai", downloaded once into the open_clip/HF cache), an absolute
     # path to a local checkpoint (.pt / .bin / .safetensors), or null for random weights.
-    pretrained: str | None = "openai"
+    pretrained: str | None = MISSING
     # Extra folder of open_clip JSON model configs (e.g. the synthetic world's tiny CLIP).
     config_dir: str | None = None
 
@@ -51,14 +58,14 @@ class ClipConfig:
 class ModelConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     # Frames are resampled to num_pre_clips (MMN's average rule), then pooled to num_clips.
-    num_pre_clips: int = 32
-    num_clips: int = 16
+    num_pre_clips: int = MISSING
+    num_clips: int = MISSING
     # MMN sparse 2D map: counts of diagonals at stride 1, 2, 4, ...
-    pooling_counts: list[int] = field(default_factory=lambda: [15])
-    kernel_size: int = 5
-    num_conv_layers: int = 8
-    hidden_size: int = 512
-    joint_size: int = 256
+    pooling_counts: list[int] = MISSING
+    kernel_size: int = MISSING
+    num_conv_layers: int = MISSING
+    hidden_size: int = MISSING
+    joint_size: int = MISSING
     # Run the text transformer on the batch's longest token length instead of 77 (exact for
     # CLIP's causal text tower; see vdi/encoders.py).
     trim_text: bool = True
@@ -71,9 +78,9 @@ class ModelConfig:
 class InjectionConfig:
     # L^vc probe (eq. 1): static = Q^s (paper default), full = Q, learned = no query (a learned
     # probe vector, Table 3's "w/o Q"), none = L^vc off. ("off" / false are accepted for none.)
-    visual_context: str = "static"
+    visual_context: str = MISSING
     # L^sd sequence model (eq. 4): transformer (paper default), lstm, none = L^sd off.
-    spatial_dynamic: str = "transformer"
+    spatial_dynamic: str = MISSING
     decoder_layers: int = 1
     decoder_heads: int = 8
     sequence_layers: int = 1
@@ -102,41 +109,41 @@ class TextConfig:
 class LossConfig:
     lambda_iou: float = 1.0
     # MMN's CONTRASTIVE_WEIGHT (lambda^cl in eq. 11).
-    lambda_cl: float = 0.05
-    lambda_vc: float = 0.5
-    lambda_sd: float = 0.01
+    lambda_cl: float = MISSING
+    lambda_vc: float = MISSING
+    lambda_sd: float = MISSING
     # IoU target rescale for the BCE (MMN MIN_IOU / MAX_IOU).
-    min_iou: float = 0.5
-    max_iou: float = 1.0
-    tau_video: float = 0.1
-    tau_sentence: float = 0.1
+    min_iou: float = MISSING
+    max_iou: float = MISSING
+    tau_video: float = MISSING
+    tau_sentence: float = MISSING
     # Temperature of the contrastive injection variants (injection.vc_form / sd_form).
     tau_injection: float = 0.1
-    margin: float = 0.4
+    margin: float = MISSING
     # Same-video proposals with GT IoU below this are sentence-anchored negatives.
     negative_video_iou: float = 0.5
     # Same-video sentences whose GT moments overlap at or above this are not negatives.
     sentence_removal_iou: float = 0.5
     # MMN's ONLY_IOU: after this many epochs the contrastive term is scaled by contrastive_decay.
-    contrastive_full_epochs: int = 7
+    contrastive_full_epochs: int = MISSING
     contrastive_decay: float = 0.01
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1.0e-4
+    lr: float = MISSING
     # The text encoder learns at text_lr_ratio x lr (paper: always 1/10).
-    text_lr_ratio: float = 0.1
+    text_lr_ratio: float = MISSING
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     weight_decay: float = 1.0e-5
-    milestones: list[int] = field(default_factory=lambda: [8, 13])
+    milestones: list[int] = MISSING
     gamma: float = 0.1
-    max_epochs: int = 18
+    max_epochs: int = MISSING
     grad_clip: float = 5.0
     # MMN's FREEZE_BERT: the text encoder is frozen for the first epochs.
-    freeze_text_epochs: int = 4
+    freeze_text_epochs: int = MISSING
     # Videos per batch (each with all its sentences).
-    batch_size: int = 48
+    batch_size: int = MISSING
 
 
 @dataclass
@@ -167,10 +174,10 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    nms_threshold: float = 0.5
+    nms_threshold: float = MISSING
     contrastive_power: float = 0.5
-    recall_ks: list[int] = field(default_factory=lambda: [1, 5])
-    iou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    recall_ks: list[int] = MISSING
+    iou_thresholds: list[float] = MISSING
     # Early stopping / best checkpoint: metric on split (metric names as in vdi.metrics).
     select_split: str = "test"
     select_metric: str = R1_AT_05
@@ -264,7 +271,8 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
         for key in node:
             dotted = f"{prefix}{key}"
             keys.append(dotted)
-            keys.extend(_all_keys(node[key], dotted + "."))
+            if not OmegaConf.is_missing(node, key):  # a paper hyperparameter before its preset: a leaf
+                keys.extend(_all_keys(node[key], dotted + "."))
     return keys
 
 
@@ -441,30 +449,43 @@ def pin_paths(cfg: Config) -> Config:
 
 def load_config(preset_or_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Build a :class:`Config` from a preset name or YAML path plus dotlist overrides."""
-    schema = OmegaConf.structured(Config)
-    merged = schema
-    if preset_or_path is not None:
-        for source, data in _read_yaml(_resolve_source(str(preset_or_path))):
-            merged = _merge(merged, data, source)
+    merged = OmegaConf.structured(Config)
+    for source, data in _read_yaml(_resolve_source(str(preset_or_path or PAPER_PRESET))):
+        merged = _merge(merged, data, source)
     if overrides:
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' must look like key=value (e.g. model.num_clips=16)")
         merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)), "overrides")
-    cfg = OmegaConf.to_object(merged)
-    assert isinstance(cfg, Config)
+    cfg = _complete(merged, str(preset_or_path or PAPER_PRESET))
     _validate(cfg)
-    if preset_or_path is not None and not cfg.run.preset:
-        cfg.run.preset = str(preset_or_path)  # a saved config (best.yaml) keeps the preset it came from
+    if not cfg.run.preset:
+        cfg.run.preset = str(preset_or_path or PAPER_PRESET)  # a saved config (best.yaml) keeps its own
     return cfg
 
 
 def config_from_dict(data: dict) -> Config:
     """Rebuild a config saved with :func:`to_dict` (e.g. from a checkpoint), validating keys."""
-    merged = _merge(OmegaConf.structured(Config), data, "saved config")
-    cfg = OmegaConf.to_object(merged)
-    assert isinstance(cfg, Config)
+    merged = OmegaConf.structured(Config)
+    for source, preset in _read_yaml(_resolve_source(PAPER_PRESET)):  # what a saved section leaves out
+        merged = _merge(merged, preset, source)
+    cfg = _complete(_merge(merged, data, "saved config"), "saved config")
     _validate(cfg)
+    return cfg
+
+
+def _complete(merged: DictConfig, source: str) -> Config:
+    """The typed config; a key without a value (a paper hyperparameter the YAML chain never set)
+    fails naming the key and the fix."""
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as error:
+        key = getattr(error, "full_key", None) or "?"
+        raise ConfigError(
+            f"config key '{key}' has no value in {source}: set it, or build the YAML on the paper's preset "
+            f"(base: {PAPER_PRESET})"
+        ) from None
+    assert isinstance(cfg, Config)
     return cfg
 
 
