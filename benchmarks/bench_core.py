@@ -41,11 +41,11 @@ SENTENCES = [
 ]
 
 
-def charades_batch(cfg, parser: QueryParser) -> object:
+def charades_batch(cfg, parser: QueryParser, videos: int = 8) -> object:
     rng = np.random.default_rng(0)
     parsed = parser.parse(SENTENCES)
     samples = []
-    for index in range(8):
+    for index in range(videos):
         samples.append(
             VideoSample(
                 video_id=f"v{index}",

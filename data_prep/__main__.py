@@ -89,22 +89,95 @@ def cmd_download(args) -> int:
     return 0
 
 
-def _extract(args, read: dict) -> None:
-    from data_prep.features import extract_features
+def _extract(args, read: dict) -> bool:
+    """Extract here, across ``--devices`` processes, or as a SLURM array (``--slurm``); True when
+    the features are complete here and now (shards may follow)."""
+    from data_prep.features import FeatureTask, extract_features, report_lines, run_tasks
 
-    extract_features(
-        _video_list(read, Path(args.videos)),
-        args.features,
-        args.clip,
-        _pretrained(args.pretrained),
-        args.clip_config_dir,
+    videos = _video_list(read, Path(args.videos))
+    options = dict(
+        clip_name=args.clip,
+        pretrained=_pretrained(args.pretrained),
+        clip_config_dir=args.clip_config_dir,
         fps=args.fps,
         patches=not args.no_patches,
         device=args.device,
         batch_frames=args.batch_frames,
         workers=args.workers,
         precision=args.precision,
+        patch_clips=args.patch_clips,
     )
+    if args.slurm:
+        return _extract_on_slurm(args, videos, options)
+    if args.devices < 1:
+        raise InputError(f"--devices is {args.devices}; use 1 or more processes")
+    if args.devices == 1:
+        extract_features(videos, args.features, **options)
+        return True
+    cuda = args.device.startswith("cuda")
+    devices = [f"cuda:{index}" if cuda else args.device for index in range(args.devices)]
+    report = run_tasks(FeatureTask(videos, args.features, options | {"progress": False}, len(devices)), devices)
+    print("\n".join(report_lines(report)))
+    if report.get("crashed_tasks"):
+        raise InputError(f"task(s) {report['crashed_tasks']} crashed (their tracebacks are above); run again")
+    return not report["missing_tasks"]
+
+
+def _extract_on_slurm(args, videos: list, options: dict) -> bool:
+    """One array task per GPU (or per --tasks-per-node on CPU nodes), then a merging job."""
+    import shutil
+
+    from data_prep.features import FeatureTask, MergeTask, report_lines, task_slice
+
+    count = args.nodes * (args.gpus_per_node or args.tasks_per_node or 1)
+    if count < 1:
+        raise InputError(f"--nodes {args.nodes} gives no task; use --nodes 1 or more")
+    parameters = {
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "cpus_per_task": args.cpus_per_task or args.workers + 1,
+        "timeout_min": args.time,
+        "name": args.job_name,
+        "slurm_signal_delay_s": 120,
+        "slurm_additional_parameters": {"requeue": True},
+    }
+    if args.gpus_per_node:
+        parameters["gpus_per_node"] = 1
+        options = options | {"device": "cuda" if args.device == "cpu" else args.device}
+    if args.partition:
+        parameters["slurm_partition"] = args.partition
+    logs = Path(args.logs or Path(args.features) / "slurm")
+    sizes = [len(task_slice(videos, task, count)) for task in range(count)]
+    device = options["device"]
+    print(f"array of {count} task(s) ({args.nodes} node(s) x {count // args.nodes}), one {device} each; logs {logs}")
+    print(f"  videos per task: min {min(sizes)}, max {max(sizes)} ({len(videos)} in all)")
+    if args.dry_run:
+        for key, value in parameters.items():
+            print(f"  {key}: {value}")
+        print("dry run: nothing submitted")
+        return False
+    if shutil.which("sbatch") is None:
+        raise InputError("no sbatch on PATH: this machine cannot submit to SLURM; run without --slurm (--devices N)")
+    from vdi.launch import submit_array
+
+    Path(args.features).mkdir(parents=True, exist_ok=True)
+    task = FeatureTask(videos, str(Path(args.features).resolve()), options | {"progress": False}, count)
+    jobs, merging = submit_array(task, count, parameters, logs, MergeTask(task.out_dir, count), args.max_requeues)
+    print(f"submitted array {str(jobs[0].job_id).split('_')[0]} ({count} tasks) and merge job {merging.job_id}")
+    if not args.wait:
+        print(
+            f"  the report will be {Path(args.features) / 'extraction.json'}; "
+            "re-run the command to finish a killed task"
+        )
+        return False
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as error:  # a killed or failed task: the others' videos are kept
+            print(f"  task {job.job_id}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}")
+    report = merging.result()
+    print("\n".join(report_lines(report)))
+    return not report["missing_tasks"]
 
 
 def _shard(args, read: dict) -> None:
@@ -127,8 +200,8 @@ def _shard(args, read: dict) -> None:
 
 
 def cmd_features(args) -> int:
-    _extract(args, _read_all(args.dataset, Path(args.annotations), args.split))
-    return 0
+    complete = _extract(args, _read_all(args.dataset, Path(args.annotations), args.split))
+    return 0 if complete or args.dry_run or (args.slurm and not args.wait) else 1
 
 
 def cmd_shards(args) -> int:
@@ -138,7 +211,9 @@ def cmd_shards(args) -> int:
 
 def cmd_build(args) -> int:
     read = _read_all(args.dataset, Path(args.annotations), args.split)
-    _extract(args, read)
+    if not _extract(args, read):
+        print("features are not complete yet: run build again when they are (finished videos are kept)")
+        return 0 if args.dry_run or (args.slurm and not args.wait) else 1
     _shard(args, read)
     print(f"done: shards in {args.out}/<split>; train with data.shard_root={args.out}")
     return 0
@@ -203,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_clip_arguments(sub)
         sub.add_argument("--fps", type=float, default=4.0, help="frames per second sampled (recorded)")
         sub.add_argument("--no-patches", action="store_true", help="do not store patch tokens (L^sd needs them)")
+        sub.add_argument(
+            "--patch-clips",
+            type=int,
+            default=0,
+            help="store patch tokens at N pre-clips per video (the model's num_pre_clips, what L^sd uses) "
+            "instead of every frame (0, the default); training refuses another N",
+        )
         sub.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sub.add_argument("--batch-frames", type=int, default=256, help="frames per visual-tower batch")
         sub.add_argument("--workers", type=int, default=2, help="decoding processes")
@@ -212,6 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["auto", "fp32", "bf16"],
             help="visual tower precision (auto: bf16 on GPU, fp32 on CPU)",
         )
+        sub.add_argument("--devices", type=int, default=1, help="processes on this machine (cuda:0..N-1 on GPUs)")
+        from vdi.launch import slurm_minutes
+
+        cluster = sub.add_argument_group("SLURM: one array task per GPU (or per --tasks-per-node), then a merge")
+        cluster.add_argument("--slurm", action="store_true", help="submit the extraction as a SLURM array")
+        cluster.add_argument("--nodes", type=int, default=1)
+        cluster.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node: one task each")
+        cluster.add_argument("--tasks-per-node", type=int, default=None, help="tasks per node on CPU nodes")
+        cluster.add_argument("--cpus-per-task", type=int, default=None, help="default: --workers + 1")
+        cluster.add_argument("--partition", default=None)
+        cluster.add_argument("--time", type=slurm_minutes, default="4:00:00", help="time limit per task")
+        cluster.add_argument("--job-name", default="vdi-features")
+        cluster.add_argument("--logs", default=None, help="submitit logs (default <features>/slurm)")
+        cluster.add_argument("--max-requeues", type=int, default=3)
+        cluster.add_argument("--dry-run", action="store_true", help="print the array; submit nothing")
+        cluster.add_argument("--wait", action="store_true", help="wait for the array and print the merged report")
 
     def shard_arguments(sub: argparse.ArgumentParser, with_features: bool) -> None:
         if with_features:

@@ -8,6 +8,15 @@ Output folder::
     warnings.jsonl           one line per video extracted with a warning (decoded duration well
                              short of what its container declares: a truncated file)
 
+**Many devices.** ``task`` / ``num_tasks`` give one process a deterministic slice of the videos
+(by a hash of each video id: stable under re-runs, whatever the order or length of the list);
+``run_tasks`` runs the slices as processes on one machine (``--devices``), and
+``python -m data_prep features --slurm`` as a SLURM array, one task per GPU, through
+``vdi.launch.submit_array``. Every task writes into the one folder (each ``.npz`` atomically,
+``features.json`` once), its logs and summary to ``tasks/``; :func:`merge_tasks` joins them into
+``failures.jsonl``, ``warnings.jsonl`` and the report ``extraction.json``. A killed task loses
+only the videos in flight: a re-run or re-submission extracts what is missing.
+
 Decoding runs in worker processes, which also resize and centre-crop each video's frames to the
 tower's input (so videos of any size, aspect ratio and frame rate share a batch); the visual
 tower runs in the main process on batches of frames that span videos (``batch_frames``), so
@@ -18,7 +27,10 @@ two logs hold one line per video, for the latest attempt.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
 import time
 import zipfile
 from collections import Counter
@@ -33,6 +45,8 @@ from vdi.errors import UserError
 from vdi.video import VideoDecodeError, decode_video, duration_mismatch
 
 FEATURES_MANIFEST = "features.json"
+REPORT_NAME = "extraction.json"
+TASKS_DIR = "tasks"
 
 
 class FeatureError(UserError, RuntimeError):
@@ -47,6 +61,9 @@ class FeatureSpec:
     feature_dim: int
     num_patches: int  # 0 = no patch tokens stored
     image_size: int
+    # 0: patch tokens of every decoded frame; N: resampled to N pre-clips per video (MMN's
+    # average rule), what L^sd consumes at model.num_pre_clips = N, at N / frames of the bytes
+    patch_clips: int = 0
 
 
 @dataclass
@@ -61,6 +78,19 @@ class ExtractionSummary:
     seconds: float = 0.0
     feature_bytes: int = 0
     patch_bytes: int = 0
+    task: int = 0
+    num_tasks: int = 1
+    device: str = "cpu"
+    host: str = ""
+    started: float = 0.0  # wall clock (time.time) of the first and last frame of this task
+    ended: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"failed": dict(self.failed), "frames_per_s": round(self.frames_per_second, 2)}
 
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds else 0.0
@@ -84,6 +114,42 @@ def video_file_name(video_id: str) -> str:
 
 
 _REQUIRED_ARRAYS = ("features.npy", "duration.npy", "fps.npy")
+
+
+def task_of(video_id: str, num_tasks: int) -> int:
+    """The task (of ``num_tasks``) that extracts ``video_id``: a hash of the id, so a slice does
+    not depend on the list's order or length, nor on what earlier runs did."""
+    return int.from_bytes(hashlib.sha256(video_id.encode()).digest()[:8], "big") % num_tasks
+
+
+def task_slice(videos: list[tuple[str, Path | None]], task: int, num_tasks: int) -> list[tuple[str, Path | None]]:
+    if not 0 <= task < num_tasks:
+        raise FeatureError(f"task {task} is not one of the {num_tasks} tasks (0..{num_tasks - 1})")
+    return [item for item in videos if task_of(item[0], num_tasks) == task]
+
+
+def _task_stem(out: Path, task: int, num_tasks: int) -> Path:
+    return out / TASKS_DIR / f"task-{task:04d}-of-{num_tasks:04d}"
+
+
+def _write_spec_once(out: Path, spec: FeatureSpec) -> None:
+    """Write features.json unless there is one (tasks race for it: the link is atomic), then
+    refuse a folder whose features were made with other settings."""
+    manifest = out / FEATURES_MANIFEST
+    if not manifest.exists():
+        temporary = out / f".{FEATURES_MANIFEST}.{os.getpid()}.{socket.gethostname()}"
+        temporary.write_text(json.dumps(asdict(spec), indent=2))
+        try:
+            os.link(temporary, manifest)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    existing = read_spec(out)
+    if existing != spec:
+        old, new = asdict(existing), asdict(spec)
+        differ = ", ".join(f"{key} {old[key]!r} there, {new[key]!r} here" for key in old if old[key] != new[key])
+        raise FeatureError(f"{out} holds features made with other settings ({differ}): use another folder")
 
 
 def is_whole(path: Path) -> bool:
@@ -183,13 +249,19 @@ def extract_features(
     workers: int = 2,
     progress: bool = True,
     precision: str = "auto",
+    task: int = 0,
+    num_tasks: int = 1,
+    patch_clips: int = 0,
 ) -> ExtractionSummary:
-    """Extract features of (video id, path or None) pairs into ``out_dir`` (resumable).
+    """Extract features of (video id, path or None) pairs into ``out_dir`` (resumable); with
+    ``num_tasks`` > 1, only this ``task``'s slice (:func:`task_slice`).
 
     ``precision``: auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 (also on the CPU,
-    ~3x faster there; features are stored as float16 either way)."""
+    ~3x faster there; features are stored as float16 either way). ``patch_clips`` > 0 stores
+    each video's patch tokens resampled to that many pre-clips instead of per frame."""
     from tqdm import tqdm
 
+    from vdi.batch import resample_frames
     from vdi.data.format import weights_identity
     from vdi.encoders import FrozenVisualEncoder, create_clip, patch_count
 
@@ -204,17 +276,15 @@ def extract_features(
         feature_dim=encoder.output_dim,
         num_patches=patch_count(clip) if patches else 0,
         image_size=encoder.image_size,
+        patch_clips=int(patch_clips) if patches else 0,
     )
-    manifest = out / FEATURES_MANIFEST
-    if manifest.exists():
-        existing = read_spec(out)
-        if existing != spec:
-            old, new = asdict(existing), asdict(spec)
-            differ = ", ".join(f"{key} {old[key]!r} there, {new[key]!r} here" for key in old if old[key] != new[key])
-            raise FeatureError(f"{out} holds features made with other settings ({differ}): use another folder")
-    else:
-        manifest.write_text(json.dumps(asdict(spec), indent=2))
-    summary = ExtractionSummary(requested=len(videos))
+    if patch_clips < 0:
+        raise FeatureError(f"patch_clips is {patch_clips}; use 0 (every frame) or the model's num_pre_clips")
+    _write_spec_once(out, spec)
+    videos = task_slice(videos, task, num_tasks)
+    summary = ExtractionSummary(
+        requested=len(videos), task=task, num_tasks=num_tasks, device=device, host=socket.gethostname()
+    )
     todo = []
     for video_id, path in videos:
         stored = out / "videos" / video_file_name(video_id)
@@ -223,7 +293,12 @@ def extract_features(
         else:
             summary.redone_broken += stored.exists()
             todo.append((video_id, path))
-    failures, warnings_log = out / "failures.jsonl", out / "warnings.jsonl"
+    if num_tasks == 1:
+        failures, warnings_log = out / "failures.jsonl", out / "warnings.jsonl"
+    else:  # each task its own logs; merge_tasks joins them
+        stem = _task_stem(out, task, num_tasks)
+        stem.parent.mkdir(exist_ok=True)
+        failures, warnings_log = stem.with_suffix(".failures.jsonl"), stem.with_suffix(".warnings.jsonl")
     requested_ids = {video_id for video_id, _ in videos}
     for log in (failures, warnings_log):
         _rewrite_log(log, requested_ids)  # one line per video: this attempt's
@@ -240,7 +315,9 @@ def extract_features(
     pending: list[tuple[str, torch.Tensor, float]] = []  # videos whose frames wait for the encoder
     pending_frames = 0
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="features")
+    summary.started = time.time()
+    label = "features" if num_tasks == 1 else f"features [task {task}/{num_tasks}]"
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, desc=label)
 
     def flush() -> None:
         nonlocal pending, pending_frames
@@ -265,7 +342,10 @@ def extract_features(
                 "fps": np.float64(fps),
             }
             if patches_all is not None:
-                arrays["patches"] = patches_all[offset : offset + count].numpy().astype(np.float16)
+                tokens = patches_all[offset : offset + count]
+                if spec.patch_clips:
+                    tokens = resample_frames(tokens, spec.patch_clips)
+                arrays["patches"] = tokens.numpy().astype(np.float16)
             offset += count
             target = out / "videos" / video_file_name(video_id)
             temporary = target.with_name(target.name + ".tmp.npz")
@@ -303,9 +383,135 @@ def extract_features(
         flush()
     bar.close()
     summary.seconds = time.perf_counter() - start
+    summary.ended = time.time()
+    stem = _task_stem(out, task, num_tasks)
+    stem.parent.mkdir(exist_ok=True)
+    temporary = stem.with_suffix(".summary.json.tmp")
+    temporary.write_text(json.dumps(summary.as_dict(), indent=2))
+    temporary.replace(stem.with_suffix(".summary.json"))
     if progress:
         print(summary.line())
     return summary
+
+
+def merge_tasks(out_dir: str | Path, num_tasks: int) -> dict:
+    """Join the tasks' logs into failures.jsonl / warnings.jsonl and their summaries into the
+    report ``extraction.json`` (per task and in total: counts, frames/s); a task without a
+    summary (killed, still running) is listed as missing. Returns the report."""
+    out = Path(out_dir)
+    tasks, missing = [], []
+    for task in range(num_tasks):
+        path = _task_stem(out, task, num_tasks).with_suffix(".summary.json")
+        if path.exists():
+            tasks.append(json.loads(path.read_text()))
+        else:
+            missing.append(task)
+    if num_tasks > 1:
+        for kind in ("failures", "warnings"):
+            lines: dict[str, str] = {}
+            for log in sorted((out / TASKS_DIR).glob(f"task-*-of-{num_tasks:04d}.{kind}.jsonl")):
+                for line in log.read_text().splitlines():
+                    try:
+                        lines[json.loads(line)["video_id"]] = line
+                    except (json.JSONDecodeError, KeyError):
+                        continue  # a line cut by a killed task
+            temporary = out / f"{kind}.jsonl.tmp"
+            temporary.write_text("".join(f"{line}\n" for line in lines.values()))
+            temporary.replace(out / f"{kind}.jsonl")
+    failed: Counter = Counter()
+    for task in tasks:
+        failed.update(task["failed"])
+    frames = sum(task["frames"] for task in tasks)
+    wall = max((t["ended"] for t in tasks), default=0.0) - min((t["started"] for t in tasks), default=0.0)
+    report = {
+        "num_tasks": num_tasks,
+        "missing_tasks": missing,
+        "videos_stored": sum(1 for _ in (out / "videos").glob("*.npz")),
+        "requested": sum(task["requested"] for task in tasks),
+        "already_done": sum(task["already_done"] for task in tasks),
+        "extracted": sum(task["extracted"] for task in tasks),
+        "failed": dict(failed),
+        "frames": frames,
+        "frames_per_s_total": round(frames / wall, 2) if wall > 0 else 0.0,
+        "frames_per_s_per_task": {str(task["task"]): task["frames_per_s"] for task in tasks},
+        "tasks": tasks,
+    }
+    temporary = out / f"{REPORT_NAME}.tmp"
+    temporary.write_text(json.dumps(report, indent=2))
+    temporary.replace(out / REPORT_NAME)
+    return report
+
+
+def report_lines(report: dict) -> list[str]:
+    """The merged report as printed lines: one per task, then the total."""
+    lines = [
+        f"  task {t['task']}: {t['extracted']} extracted, {t['already_done']} already done, "
+        f"{sum(t['failed'].values())} failed; {t['frames']} frames at {t['frames_per_s']:.0f} frames/s "
+        f"({t['device']} on {t['host']})"
+        for t in report["tasks"]
+    ]
+    failed = sum(report["failed"].values())
+    lines.append(
+        f"features: {report['num_tasks']} task(s), {report['extracted']} extracted, {report['already_done']} already "
+        f"done, {failed} failed (failures.jsonl); {report['videos_stored']} videos stored; {report['frames']} frames, "
+        f"{report['frames_per_s_total']:.0f} frames/s in total"
+    )
+    if report["missing_tasks"]:
+        lines.append(
+            f"warning: task(s) {report['missing_tasks']} did not finish (killed or still running): run the same "
+            "command again to extract the rest"
+        )
+    return lines
+
+
+class FeatureTask:
+    """One slice of an extraction, as a process or a SLURM task runs it (picklable). On SLURM
+    ``checkpoint`` lets submitit requeue a preempted or timed-out task, which skips what is done."""
+
+    def __init__(self, videos: list[tuple[str, Path | None]], out_dir: str, options: dict, num_tasks: int):
+        self.videos, self.out_dir, self.options, self.num_tasks = videos, out_dir, options, num_tasks
+
+    def __call__(self, task: int, device: str | None = None) -> dict:
+        from vdi.cli import set_process_env
+
+        set_process_env()
+        options = dict(self.options) | ({"device": device} if device else {})
+        summary = extract_features(self.videos, self.out_dir, task=task, num_tasks=self.num_tasks, **options)
+        return summary.as_dict()
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class MergeTask:
+    """The step after a SLURM array: merge its tasks' logs and summaries (picklable)."""
+
+    def __init__(self, out_dir: str, num_tasks: int):
+        self.out_dir, self.num_tasks = out_dir, num_tasks
+
+    def __call__(self) -> dict:
+        report = merge_tasks(self.out_dir, self.num_tasks)
+        print("\n".join(report_lines(report)))
+        return report
+
+
+def run_tasks(task: FeatureTask, devices: list[str]) -> dict:
+    """Run the ``len(devices)`` slices as processes on this machine (one per device), then merge."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA and the decoders' own processes need a clean start
+    processes = [context.Process(target=task, args=(index, device)) for index, device in enumerate(devices)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [index for index, process in enumerate(processes) if process.exitcode != 0]
+    report = merge_tasks(task.out_dir, len(devices))
+    if failed:
+        report["crashed_tasks"] = failed
+    return report
 
 
 class _Preprocess:
@@ -327,8 +533,13 @@ __all__ = [
     "ExtractionSummary",
     "FeatureError",
     "FeatureSpec",
+    "FeatureTask",
     "extract_features",
     "is_whole",
     "load_features",
+    "merge_tasks",
     "read_spec",
+    "run_tasks",
+    "task_of",
+    "task_slice",
 ]

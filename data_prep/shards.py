@@ -145,6 +145,7 @@ def build_split(
         encoder=EncoderInfo(spec.encoder, spec.weights),
         feature_dim=spec.feature_dim,
         num_patches=spec.num_patches if include_patches else 0,
+        patch_clips=spec.patch_clips if include_patches else 0,
         hygiene=lines,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         max_duration=max(float(r.duration) for r in kept),

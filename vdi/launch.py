@@ -207,6 +207,26 @@ def submit(cfg: Config, args: argparse.Namespace) -> int:
     return wait_for(job)
 
 
+def submit_array(function, count: int, parameters: dict, logs: Path, finish=None, max_requeues: int = 3):
+    """Submit ``function(task)`` for every task in ``range(count)`` as one SLURM job array (each
+    task its own allocation, requeued by submitit when preempted or out of time), and
+    ``finish()`` as a job that starts when all of them have ended (``afterany``); returns the
+    array's jobs and the finishing job (or None). The one submitit import of the project."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(logs), cluster="slurm", slurm_max_num_timeout=max_requeues)
+    executor.update_parameters(**parameters, slurm_array_parallelism=count)
+    jobs = executor.map_array(function, list(range(count)))
+    finishing = None
+    if finish is not None:
+        array_id = str(jobs[0].job_id).split("_")[0]
+        after = submitit.AutoExecutor(folder=str(logs), cluster="slurm")
+        plain = {k: v for k, v in parameters.items() if k not in ("gpus_per_node", "slurm_additional_parameters")}
+        after.update_parameters(**plain, slurm_additional_parameters={"dependency": f"afterany:{array_id}"})
+        finishing = after.submit(finish)
+    return jobs, finishing
+
+
 def wait_for(job) -> int:
     """Tail the rank-0 log until the job ends; on failure show the failing rank's log tail."""
     import time

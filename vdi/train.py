@@ -102,7 +102,15 @@ def _streams(cfg: Config, rank: int, world: int, needs_patches: bool, feature_di
         load_patches=needs_patches,
         **common,
     )
-    check_compatible(train_stream.manifest, cfg.model.clip.name, weights, feature_dim, needs_patches, str(root))
+    check_compatible(
+        train_stream.manifest,
+        cfg.model.clip.name,
+        weights,
+        feature_dim,
+        needs_patches,
+        str(root),
+        cfg.model.num_pre_clips,
+    )
     eval_streams = {}
     splits = list(dict.fromkeys([*cfg.data.eval_splits, *([cfg.data.probe_split] if cfg.data.probe_split else [])]))
     for split in splits:

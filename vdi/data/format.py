@@ -94,6 +94,9 @@ class ShardManifest:
     shards: list[ShardInfo] = field(default_factory=list)
     hygiene: list[str] = field(default_factory=list)
     max_duration: float = 0.0  # longest video, seconds (the Predictor's window for long videos)
+    # patch tokens per video: 0 = one per frame; N = resampled to N pre-clips (only a model with
+    # model.num_pre_clips = N can use them)
+    patch_clips: int = 0
     created: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -192,9 +195,16 @@ def weights_identity(pretrained: str | None) -> str:
 
 
 def check_compatible(
-    manifest: ShardManifest, clip_name: str, weights: str, feature_dim: int, needs_patches: bool, where: str
+    manifest: ShardManifest,
+    clip_name: str,
+    weights: str,
+    feature_dim: int,
+    needs_patches: bool,
+    where: str,
+    num_pre_clips: int | None = None,
 ) -> None:
-    """Refuse shards built with another encoder, feature size, or without patches L^sd needs."""
+    """Refuse shards built with another encoder, feature size, without patches L^sd needs, or
+    with patch tokens stored at another pre-clip count than the model's."""
     problems = []
     if manifest.encoder.name != clip_name:
         problems.append(f"encoder {manifest.encoder.name} != model.clip.name {clip_name}")
@@ -206,6 +216,11 @@ def check_compatible(
         problems.append(
             "no patch tokens but L^sd needs them (rebuild them with python -m data_prep without --no-patches, "
             "or set injection.spatial_dynamic=none)"
+        )
+    if needs_patches and manifest.patch_clips and num_pre_clips is not None and manifest.patch_clips != num_pre_clips:
+        problems.append(
+            f"patch tokens stored at {manifest.patch_clips} pre-clips per video, but model.num_pre_clips is "
+            f"{num_pre_clips} (re-extract with --patch-clips {num_pre_clips}, or 0 for every frame)"
         )
     if problems:
         raise ShardError(f"shards in {where} do not match the model config: " + "; ".join(problems))

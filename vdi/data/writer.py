@@ -114,6 +114,7 @@ class SplitWriter:
         hygiene: list[str] | None = None,
         created: str = "",
         max_duration: float = 0.0,
+        patch_clips: int = 0,
     ) -> ShardManifest:
         """Close the shards and write ``manifest.json`` listing them; the counts, fps and shard
         list come from what was written."""
@@ -131,6 +132,7 @@ class SplitWriter:
             hygiene=list(hygiene or []),
             created=created,
             max_duration=max_duration,
+            patch_clips=patch_clips,
         )
         write_manifest(self.split_dir, manifest)
         return manifest
