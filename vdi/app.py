@@ -23,6 +23,7 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from vdi.cli import run_cli
 from vdi.errors import InputError, user_errors
@@ -166,7 +167,7 @@ class Demo:
             else:
                 raise InputError("no video: pick a test video or upload a video file")
             video, parsed, moments = self.answer(path, text, int(top_k))
-            return render_answer(f"/gradio_api/file={path}", video, parsed, moments), ""
+            return render_answer(f"/gradio_api/file={quote(str(path))}", video, parsed, moments), ""
         except user_errors() as error:  # one readable line; anything else is a bug and keeps its traceback
             return "", error_line(error)
 
