@@ -222,6 +222,7 @@ def pretrain(
     aux_weight: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, PretrainResult]:
     """Train the tiny CLIP from scratch; returns the model and its zero-shot figures.
 
@@ -229,7 +230,15 @@ def pretrain(
     with cross-entropy heads (shape is what contrastive captions alone never teach it).
     Phase 2 (``steps``): open_clip's contrastive loss on hard-negative caption batches plus the
     auxiliary attribute loss, which aligns the text tower with what the image tower knows.
+
+    ``precision``: fp32 (default) or bf16 autocast. bf16 is emulated on CPUs without AVX-512
+    BF16 / AMX: measured on an AVX2 EPYC, 4.60 s vs 0.27 s per attribute step and 12.94 s vs
+    0.84 s per contrastive step (15-17x slower; ~2.2 h for the default 1,200 steps instead of
+    ~8 min), and it makes the world depend on the CPU's bf16 kernels. fp32 runs the same
+    arithmetic everywhere.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r}: use fp32 or bf16")
     import open_clip
     from open_clip.loss import ClipLoss
     from tqdm import tqdm
@@ -269,7 +278,7 @@ def pretrain(
         else:
             items = [item for _ in range(batch_size // group_size) for item in sample_group(rng, group_size)]
         images = _normalise(np.stack([i[0] for i in items]), mean, std)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             image_features = model.encode_image(images)
             if warm:
                 loss = heads.single_loss(image_features, [i[2] for i in items], [i[3] for i in items])
