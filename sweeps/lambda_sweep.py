@@ -208,6 +208,7 @@ def run_sweep(args) -> int:
             {"kind": "ablation" if args.ablation else "search", "base_config": base_config, "metric": metric},
             description=parent_description(args, base_config, fixed, metric),
             review_splits=list(base.data.eval_splits),
+            grouped=args.ablation,
         )
         parent_file.write_text(parent)
     print(f"sweep {name}: parent MLflow run {parent} in experiment '{experiment}' ({uri})")

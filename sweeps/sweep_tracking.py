@@ -22,6 +22,7 @@ def start_parent_run(
     params: dict[str, Any] | None = None,
     description: str = "",
     review_splits: list[str] | None = None,
+    grouped: bool = False,
 ) -> str:
     """A parent run (e.g. one per sweep) that child training runs nest under, tagged with where it
     came from and described in ``description`` (Markdown); returns its id."""
@@ -31,7 +32,7 @@ def start_parent_run(
     tags = {"mlflow.runName": run_name, **source_tags()}
     if description:
         tags[DESCRIPTION_TAG] = description
-    found = experiment_id(client, experiment, tracking_uri, review_splits=review_splits)
+    found = experiment_id(client, experiment, tracking_uri, review_splits=review_splits, grouped=grouped)
     run = client.create_run(found, tags=tags)
     log_params(client, run.info.run_id, stringify_params(params or {}))
     return run.info.run_id

@@ -90,7 +90,7 @@ def test_runs_and_experiments_carry_what_the_ui_review_needs(tmp_path, monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the one warning about the dead server
         assert not tracker.finish()
-    write_tracking_meta(run_dir, uri, "ablation", "Baseline / seed 1", None, ["val", "ood"])
+    write_tracking_meta(run_dir, uri, "ablation", "Baseline / seed 1", None, ["val", "ood"], grouped=True)
     assert replay(run_dir)
 
     client = MlflowClient(tracking_uri=uri)
@@ -106,11 +106,18 @@ def test_runs_and_experiments_carry_what_the_ui_review_needs(tmp_path, monkeypat
     view = json.loads(experiment.tags[f"mlflow.sharedViewState.{REVIEW_VIEW}"])
     assert "metrics.`best/ood/gain_R1_iou0.5`" in view["selectedColumns"]
     assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "ablation_row"}]
-    # a later run with another split adds its columns and keeps the earlier ones
+    # a later run with another split adds its columns and keeps the earlier ones (and the grouping)
     other = Tracker(tmp_path / "other", uri, "ablation", "x", review_splits=["test"])
     other.finish()
+    # an experiment of plain runs is not grouped (MLflow would fold them into "Additional runs")
+    plain = Tracker(tmp_path / "plain", uri, "plain", "a run", review_splits=["val"])
+    plain.finish()
+    plain_view = json.loads(client.get_experiment_by_name("plain").tags[f"mlflow.sharedViewState.{REVIEW_VIEW}"])
+    assert "groupBy" not in plain_view and "metrics.`best/val/R1_iou0.5`" in plain_view["selectedColumns"]
     experiment = client.get_experiment_by_name("ablation")
-    columns = json.loads(experiment.tags[f"mlflow.sharedViewState.{REVIEW_VIEW}"])["selectedColumns"]
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{REVIEW_VIEW}"])
+    columns = view["selectedColumns"]
+    assert view["groupBy"]["groupByKeys"][0]["groupByData"] == "ablation_row"
     assert {"metrics.`best/val/R1_iou0.5`", "metrics.`best/test/mIoU`", "attributes.`Source`"} <= set(columns)
     assert other.review_url() == review_url(uri, experiment.experiment_id)
     assert other.review_url().endswith(

@@ -77,18 +77,17 @@ def review_columns(splits: list[str]) -> list[str]:
     return ["attributes.`Source`", "attributes.`Dataset`", *[f"metrics.`{key}`" for key in metrics]]
 
 
-def review_view_state(columns: list[str]) -> str:
-    """The saved view (JSON, as MLflow's UI shares it): the columns, grouped by ablation row with
-    the mean of each group."""
-    return json.dumps(
-        {
-            "selectedColumns": columns,
-            "groupBy": {
-                "aggregateFunction": "average",
-                "groupByKeys": [{"mode": "tag", "groupByData": ABLATION_ROW_TAG}],
-            },
+def review_view_state(columns: list[str], grouped: bool = False) -> str:
+    """The saved view (JSON, as MLflow's UI shares it): the columns, and for an experiment with
+    ablation trials the rows grouped by ablation row with the mean of each group (without such
+    trials, MLflow would fold every run into one collapsed "Additional runs" group)."""
+    state: dict = {"selectedColumns": columns}
+    if grouped:
+        state["groupBy"] = {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": ABLATION_ROW_TAG}],
         }
-    )
+    return json.dumps(state)
 
 
 def review_url(tracking_uri: str, experiment_id: str, ui_address: str = "http://127.0.0.1:5000") -> str:
@@ -191,6 +190,7 @@ class Tracker:
         self.parent_run_id = parent_run_id
         self.enabled = enabled
         self.review_splits = list(review_splits or [])
+        self.grouped = ABLATION_ROW_TAG in (tags or {})  # an ablation trial: the view groups by row
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self._warned = False
@@ -229,7 +229,9 @@ class Tracker:
             tags = {"mlflow.runName": self.run_name}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
-            found = experiment_id(client, self.experiment, self.tracking_uri, review_splits=self.review_splits)
+            found = experiment_id(
+                client, self.experiment, self.tracking_uri, review_splits=self.review_splits, grouped=self.grouped
+            )
             run = client.create_run(found, tags=tags)
             self.run_id, self.experiment_id = run.info.run_id, found
             (self.run_dir / RUN_ID_NAME).write_text(self.run_id)
@@ -310,34 +312,42 @@ def _mlflow_dataset(record: dict):
 
 
 def experiment_id(
-    client, name: str, tracking_uri: str, create: bool = True, review_splits: list[str] | None = None
+    client,
+    name: str,
+    tracking_uri: str,
+    create: bool = True,
+    review_splits: list[str] | None = None,
+    grouped: bool = False,
 ) -> str | None:
     """The id of MLflow experiment ``name`` through ``client``; a missing one is created (its
     artifacts beside a sqlite store: :func:`artifact_location`), or None with ``create=False``.
     Experiments are tagged for review in the UI (the training view, and a saved view whose columns
-    cover ``review_splits`` as well as the splits it had)."""
+    cover ``review_splits`` as well as the splits it had, grouped by ablation row once ``grouped``
+    asks for it, i.e. once an ablation has run in it)."""
     found = client.get_experiment_by_name(name)
     if found is None:
         if not create:
             return None
         found = client.get_experiment(client.create_experiment(name, artifact_location=artifact_location(tracking_uri)))
     if create:
-        _tag_for_review(client, found, review_splits or [])
+        _tag_for_review(client, found, review_splits or [], grouped)
     return found.experiment_id
 
 
-def _tag_for_review(client, experiment, splits: list[str]) -> None:
+def _tag_for_review(client, experiment, splits: list[str], grouped: bool) -> None:
     tags = experiment.tags
     if tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     view_tag = f"mlflow.sharedViewState.{REVIEW_VIEW}"
     try:
-        had = json.loads(tags[view_tag])["selectedColumns"] if view_tag in tags else []
-    except (ValueError, KeyError, TypeError):
-        had = []  # a view edited into something else: write ours
+        state = json.loads(tags[view_tag]) if view_tag in tags else {}
+        had, was_grouped = list(state.get("selectedColumns", [])), "groupBy" in state
+    except (ValueError, TypeError, AttributeError):
+        had, was_grouped = [], False  # a view edited into something else: write ours
     columns = list(dict.fromkeys([*review_columns([]), *had, *review_columns(splits)]))
-    if columns != had:
-        client.set_experiment_tag(experiment.experiment_id, view_tag, review_view_state(columns))
+    if columns != had or (grouped and not was_grouped):
+        view = review_view_state(columns, grouped or was_grouped)
+        client.set_experiment_tag(experiment.experiment_id, view_tag, view)
 
 
 def log_params(client, run_id: str, params: dict[str, str]) -> None:
@@ -372,6 +382,7 @@ def replay(run_dir: str | Path, tracking_uri: str | None = None) -> bool:
     tracker.parent_run_id, tracker.enabled, tracker._warned = meta.get("parent_run_id"), True, False
     tracker._retry_after = 0.0
     tracker.review_splits, tracker.experiment_id = list(meta.get("review_splits", [])), None
+    tracker.grouped = bool(meta.get("grouped", False))
     id_file = run_dir / RUN_ID_NAME
     tracker.run_id = id_file.read_text().strip() if id_file.exists() else None
     return tracker.flush()
@@ -384,9 +395,11 @@ def write_tracking_meta(
     run_name: str,
     parent: str | None,
     review_splits: list[str] | None = None,
+    grouped: bool = False,
 ) -> None:
     meta = {"tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name, "parent_run_id": parent}
-    (run_dir / "tracking.json").write_text(json.dumps(meta | {"review_splits": list(review_splits or [])}))
+    meta |= {"review_splits": list(review_splits or []), "grouped": grouped}
+    (run_dir / "tracking.json").write_text(json.dumps(meta))
 
 
 @run_cli

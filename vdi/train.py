@@ -287,6 +287,7 @@ class Trainer:
                 run_name,
                 cfg.track.parent_run_id,
                 list(cfg.data.eval_splits),
+                tracker.grouped,
             )
             tracker.log_artifact(self.run_dir / "config.yaml")
         return tracking_uri, tracker
