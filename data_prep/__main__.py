@@ -212,7 +212,8 @@ def cmd_shards(args) -> int:
 def cmd_build(args) -> int:
     read = _read_all(args.dataset, Path(args.annotations), args.split)
     if not _extract(args, read):
-        print("features are not complete yet: run build again when they are (finished videos are kept)")
+        if not args.dry_run:
+            print("features are not complete yet: run build again when they are (finished videos are kept)")
         return 0 if args.dry_run or (args.slurm and not args.wait) else 1
     _shard(args, read)
     print(f"done: shards in {args.out}/<split>; train with data.shard_root={args.out}")

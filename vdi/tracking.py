@@ -13,10 +13,11 @@ server; experiments created in such a store keep their artifacts beside it
 
 **Review in the UI.** Every experiment is tagged as model training (``mlflow.experimentKind``)
 and carries a saved view (:data:`REVIEW_VIEW`: the best-epoch R1@0.5, mIoU and grounding gain of
-each evaluated split as columns, rows grouped by the ``ablation_row`` tag a sweep puts on its
-trials); :func:`review_url` opens it. Each run records where it came from (git commit and dirty
-flag of the code, the command line, the preset) as tags and its shards as MLflow dataset inputs
-(dataset/split, a digest of the shards' sha256, counts, encoder).
+each evaluated split as columns; once an ablation has run in the experiment, rows grouped by the
+``ablation_row`` tag a sweep puts on its trials); :func:`review_url` opens it. Each run records
+where it came from (git commit and dirty flag of the code, the command line, the preset) as tags
+and its shards as MLflow dataset inputs (dataset/split, a digest of the shards' sha256, counts,
+encoder).
 
 **An unreachable tracking server never stops training and never loses metrics.** Every record
 is first appended to ``<run dir>/mlflow_buffer.jsonl``; records are sent from there, and the
