@@ -16,6 +16,11 @@
   oracle grounds well and the text tower does not, the text side is what fails to learn; if the
   oracle fails too, the video side cannot represent it.
 * ``curve``: the baseline at a longer schedule, printing the per-epoch validation curve.
+* ``visibility``: from the renderer's object states (``world.event_change``; no features needed), how much
+  each action changes its object between the moment's first and last frame and at its peak:
+  displacement in pixels, size ratio, opacity change; "visible" = the end state differs from the
+  start by at least half a 3 x 3 position cell (10.7 px), a size ratio of 1.25, or 0.5 opacity.
+  An action that changes nothing visible cannot be grounded from any frame feature.
 
 Every number comes from the world in ``data/synthetic`` (``python -m data_prep synthetic``);
 runs go under ``runs/diagnosis``.
@@ -320,6 +325,54 @@ def run_curve(args) -> int:
     return 0
 
 
+# -- what each action changes in the pixels ----------------------------------------------------
+
+
+def action_visibility(specs: list) -> dict[str, dict[str, float]]:
+    """Per action: medians of the end-state change and the share of events visible at the end / at the peak."""
+    from data_prep.synthetic.world import event_change
+
+    rows: dict[str, list] = {}
+    for spec in specs:
+        for event in spec.events:
+            change = event_change(spec, event)
+            rows.setdefault(event.action, []).append(
+                (change.shift, change.size_ratio, change.opacity, change.visible_at_end, change.visible_at_peak)
+            )
+    table = {}
+    for action, values in sorted(rows.items()):
+        array = np.array(values, dtype=np.float64)
+        table[action] = {
+            "events": len(values),
+            "shift_px": float(np.median(array[:, 0])),
+            "size_ratio": float(np.median(array[:, 1])),
+            "opacity_change": float(np.median(array[:, 2])),
+            "visible_at_end": float(array[:, 3].mean() * 100),
+            "visible_at_peak": float(array[:, 4].mean() * 100),
+        }
+    return table
+
+
+def run_visibility(args) -> int:
+    sys.path.insert(0, str(PROJECT))
+    from data_prep.synthetic.build import world_specs
+
+    counts = {"train": args.videos}
+    specs = world_specs(counts, args.seed, ["purple", "orange"])["train"]
+    table = action_visibility(specs)
+    print(f"{len(specs)} train videos of seed {args.seed}, as the generator samples them (no rendering needed)")
+    print("action      events  shift px  size ratio  opacity   visible at end  visible at peak")
+    for action, row in table.items():
+        print(
+            f"{action:10s}  {row['events']:6d}  {row['shift_px']:8.1f}  {row['size_ratio']:10.2f}  "
+            f"{row['opacity_change']:7.2f}  {row['visible_at_end']:14.1f}%  {row['visible_at_peak']:14.1f}%"
+        )
+    total = sum(r["events"] for r in table.values())
+    end = sum(r["visible_at_end"] * r["events"] for r in table.values()) / max(1, total)
+    print(f"all         {total:6d}  visible at end {end:.1f}%")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from vdi.cli import set_process_env
 
@@ -338,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "curve":
             sub.add_argument("--epochs", type=int, default=36)
         sub.set_defaults(run=runner)
+    visibility = commands.add_parser("visibility", help="what each action changes in the pixels")
+    visibility.add_argument("--videos", type=int, default=700)
+    visibility.add_argument("--seed", type=int, default=0)
+    visibility.set_defaults(run=run_visibility)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -90,3 +90,36 @@ def test_inference_of_vdi_and_baseline_have_same_parameters_and_operations():
     assert recorded[0] == recorded[1]
     # and a retriever trained with injection loads into a baseline retriever as-is
     baseline.retriever.load_state_dict(vdi.retriever.state_dict(), strict=True)
+
+
+def test_clip_conv_lets_the_head_tell_a_change_from_its_reverse():
+    """Max-pooling a moment's clips keeps no order: without ``model.clip_conv_kernel`` a video and
+    its time reversal pool to the same whole-video 2D-map cell; with it they differ. Its residual
+    starts at zero, so an untrained head equals the paper's."""
+    from vdi.model import MMNHead
+
+    plain_cfg = load_config("tiny")
+    conv_cfg = load_config("tiny", ["model.clip_conv_kernel=3"])
+    torch.manual_seed(0)
+    plain = MMNHead(plain_cfg.model, 8).eval()
+    with_conv = MMNHead(conv_cfg.model, 8).eval()
+    missing, unexpected = with_conv.load_state_dict(plain.state_dict(), strict=False)
+    assert set(missing) == {"clip_conv.weight", "clip_conv.bias"} and not unexpected
+    features = torch.randn(1, plain_cfg.model.num_pre_clips, 8)
+    reverse = features.flip(1)
+    last = plain_cfg.model.num_clips - 1
+
+    def whole_cell(head, video):
+        return head.map2d(head.clips(video))[:, :, 0, last]
+
+    torch.testing.assert_close(with_conv.video_maps(features).iou, plain.video_maps(features).iou)
+    torch.testing.assert_close(whole_cell(plain, features), whole_cell(plain, reverse))
+    torch.nn.init.normal_(with_conv.clip_conv.weight)
+    assert (whole_cell(with_conv, features) - whole_cell(with_conv, reverse)).abs().max() > 1e-3
+
+
+def test_clip_conv_kernel_must_be_odd():
+    from vdi.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.clip_conv_kernel"):
+        load_config("tiny", ["model.clip_conv_kernel=2"])

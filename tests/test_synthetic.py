@@ -70,6 +70,20 @@ def test_events_are_timed_and_distractors_stay():
     assert {o.shape for s in specs for o in s.objects} == set(SHAPES)
 
 
+def test_every_action_changes_its_object_visibly():
+    """No invisible moment (v4's "spin" ended where it started, "still" only stopped a 1 px/s drift,
+    and moves at the frame's edge were clipped): each event changes its object by half a position
+    cell, a 1.25 size ratio or half its opacity, at its end or, for a jump, at its peak."""
+    from data_prep.synthetic.world import event_change
+
+    specs = [sample_video(0, i, TRAIN_COLOURS, prefix="train") for i in range(150)]
+    changes = [(e.action, event_change(s, e)) for s in specs for e in s.events]
+    assert all(change.visible_at_peak for _, change in changes)
+    assert all(change.visible_at_end for action, change in changes if action != "jump")
+    moves = [change.shift for action, change in changes if action in ("left", "right", "up", "down")]
+    assert min(moves) >= 23.9  # never clipped by the frame's edge
+
+
 def test_ood_words_absent_from_training_queries_but_in_pretraining_captions():
     train = [q for i in range(300) for q in video_queries(sample_video(0, i, TRAIN_COLOURS, prefix="train"))]
     ood = [

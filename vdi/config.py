@@ -66,6 +66,11 @@ class ModelConfig:
     num_conv_layers: int = MISSING
     hidden_size: int = MISSING
     joint_size: int = MISSING
+    # A residual 1D convolution of this kernel over the clip sequence before the 2D map (0 = none,
+    # the paper's VDI, which removed MMN's pooling-module layer to keep CLIP's feature space).
+    # Max-pooling a moment's clips keeps no order: without it "moves left" and "moves right" of
+    # one object pool to the same proposal feature (see README, "World v5").
+    clip_conv_kernel: int = 0
     # Run the text transformer on the batch's longest token length instead of 77 (exact for
     # CLIP's causal text tower; see vdi/encoders.py).
     trim_text: bool = True
@@ -338,6 +343,7 @@ _SWITCHED_OFF = {"off", "false", "disabled"}
 _RANGES: list[tuple[str, float, float, bool]] = [
     ("model.num_pre_clips", 1, math.inf, True),
     ("model.num_clips", 1, math.inf, True),
+    ("model.clip_conv_kernel", 0, math.inf, True),
     ("model.kernel_size", 1, math.inf, True),
     ("model.num_conv_layers", 1, math.inf, True),
     ("model.hidden_size", 1, math.inf, True),
@@ -386,6 +392,11 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{dotted}' is '{value}'; choose one of {', '.join(choices)}")
     _check_ranges(cfg)
     model = cfg.model
+    if model.clip_conv_kernel % 2 == 0 and model.clip_conv_kernel != 0:
+        raise ConfigError(
+            f"model.clip_conv_kernel ({model.clip_conv_kernel}) must be odd (the clip sequence keeps its "
+            "length), or 0 for none"
+        )
     if model.num_pre_clips % model.num_clips != 0:
         raise ConfigError(
             f"model.num_pre_clips ({model.num_pre_clips}) must be a multiple of model.num_clips "

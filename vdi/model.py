@@ -134,6 +134,13 @@ class MMNHead(nn.Module):
         self.num_clips = cfg.num_clips
         # VDI removes MMN's linear layer in the pooling module to keep CLIP's feature space.
         self.pool_kernel = cfg.num_pre_clips // cfg.num_clips
+        self.clip_conv = None
+        if cfg.clip_conv_kernel:
+            kernel = cfg.clip_conv_kernel
+            self.clip_conv = nn.Conv1d(feature_dim, feature_dim, kernel, padding=kernel // 2)
+            # zero-initialised residual: training starts from the paper's head (CLIP features as they are)
+            nn.init.zeros_(self.clip_conv.weight)
+            nn.init.zeros_(self.clip_conv.bias)
         self.map2d = SparseMaxPool(cfg.num_clips, list(cfg.pooling_counts))
         self.proposal_conv = ProposalConv(
             feature_dim, cfg.hidden_size, cfg.kernel_size, cfg.num_conv_layers, cfg.joint_size
@@ -151,10 +158,16 @@ class MMNHead(nn.Module):
     def _layer_weights(self) -> list[torch.Tensor]:
         return [getattr(self, f"layer_weight_{index}") for index in range(len(self.proposal_conv.convs))]
 
+    def clips(self, video_features: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] pre-clip features -> [B, D, N] clip features, the 2D map's input."""
+        clips = F.avg_pool1d(video_features.transpose(1, 2), self.pool_kernel, self.pool_kernel)
+        if self.clip_conv is not None:
+            clips = clips + self.clip_conv(clips)  # each clip sees its neighbours: the order of a change
+        return clips
+
     def video_maps(self, video_features: torch.Tensor) -> VideoMaps:
         """[B, T, D] pre-clip features -> contrastive and IoU proposal features [B, J, C]."""
-        clips = F.avg_pool1d(video_features.transpose(1, 2), self.pool_kernel, self.pool_kernel)
-        contrastive, iou = self.proposal_conv(self.map2d(clips), self._layer_weights())
+        contrastive, iou = self.proposal_conv(self.map2d(self.clips(video_features)), self._layer_weights())
         return VideoMaps(contrastive[:, :, self.mask], iou[:, :, self.mask])
 
     def sentence_embeddings(self, sentence_features: torch.Tensor) -> SentenceEmbeddings:

@@ -54,7 +54,8 @@ def mark_done(out: Path, name: str, key: str, **info) -> dict:
     return data
 
 
-VIDEOS_VERSION = 4  # 3: lossless H.264 (reproducible decoded pixels); 4: phrasings the Q^s / Q^d rule splits
+VIDEOS_VERSION = 5  # 3: lossless H.264 (reproducible decoded pixels); 4: phrasings the Q^s / Q^d rule splits;
+# 5: only visible actions (no spin / still), moves and size changes sampled where they fit, 3-5 events
 
 
 def _render_one(task: tuple) -> tuple[str, str, float, list]:

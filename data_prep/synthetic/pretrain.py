@@ -67,7 +67,7 @@ def _random_object(rng: np.random.Generator, colour: str | None = None, shape: s
     colour = colour or list(COLOURS)[int(rng.integers(len(COLOURS)))]
     size = list(SIZES)[int(rng.integers(len(SIZES)))]
     x, y = (float(v) for v in rng.uniform(8, FRAME_SIZE - 8, 2))
-    # upright as in videos, where only a spin turns an object
+    # mostly upright as in videos (no action turns an object since world v5; a few rotated frames stay for robustness)
     angle = float(rng.uniform(0, 2 * math.pi)) if rng.random() < 0.15 else 0.0
     return ObjectSpec(shape, colour, size, x, y, (0.0, 0.0), angle)
 

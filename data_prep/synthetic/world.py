@@ -1,11 +1,11 @@
 """The synthetic dynamics world: small rendered videos whose moments need *change* to be found.
 
 A video shows 1-3 objects (shape x colour x size) over a named scene. Objects drift slowly; a
-few timed events make one object move left / right / up / down, grow, shrink, spin, jump,
-appear, disappear or stay still. Events of a video never overlap in time, objects that are not
-acting stay visible (distractors), and the sampler makes sure that most queries need both the
-object words *and* the change words: the same object acts more than once, and the same action
-is done by different objects.
+few timed events make one object move left / right / up / down, grow, shrink, jump, appear or
+disappear, each sampled only where the object has room to do it visibly. Events of a video never
+overlap in time, objects that are not acting stay visible (distractors), and the sampler makes
+sure that most queries need both the object words *and* the change words: the same object acts
+more than once, and the same action is done by different objects.
 
 Image-text pre-training (``pretrain.py``) sees single frames with static captions only (objects,
 colours, sizes, scene; no action words): the tiny CLIP knows *what* the objects are, not *how
@@ -46,9 +46,11 @@ SHAPE_NOUNS = {
 }
 SIZES = {"small": 8.0, "big": 12.0}  # radius in pixels at 64 x 64
 SCENES = ["forest", "beach", "night", "desert", "snow", "city"]
-ROTATION_SYMMETRIC = {"circle", "ring"}  # a spin would be invisible
-
-ACTIONS = ["left", "right", "up", "down", "grow", "shrink", "spin", "jump", "appear", "disappear", "still"]
+# No "spin" and no "still" (world v5): a full turn ends where it started and global frame features
+# do not encode the angle; "still" only stops a 1 px/s drift. Measured with
+# `python sweeps/world_diagnosis.py visibility` on v4: 0% of either changed the object visibly,
+# 18% of the training moments.
+ACTIONS = ["left", "right", "up", "down", "grow", "shrink", "jump", "appear", "disappear"]
 # Several phrasings per action (synonyms, word order); checked to parse into Q^s / Q^d by spaCy.
 # Phrasings chosen so that the paper's rule (noun chunks -> Q^s, the rest -> Q^d) splits every query
 # as intended with spaCy's en_core_web_sm: no action word that also reads as a noun ("shrinks",
@@ -61,11 +63,9 @@ ACTION_PHRASES = {
     "down": ["goes down", "falls down", "is falling", "is going down"],
     "grow": ["becomes larger", "grows bigger", "is growing"],
     "shrink": ["is shrinking", "gets smaller", "becomes smaller"],
-    "spin": ["is spinning", "keeps turning", "is turning around", "is rotating"],
     "jump": ["jumps up and lands", "is jumping", "jumps up", "hops up"],
     "appear": ["appears", "comes out", "becomes visible"],
     "disappear": ["disappears", "fades out", "goes away", "is gone"],
-    "still": ["keeps still", "does not move", "holds still", "remains still"],
 }
 QUERY_TEMPLATES = [
     "{object} {action}",
@@ -79,8 +79,12 @@ QUERY_TEMPLATES = [
 FRAME_SIZE = 64
 VIDEO_FPS = 8
 DRIFT_SPEED = 1.0  # pixels per second when an object is idle (slow: events must stand out)
-MOVE_DISTANCE = 20.0
-JUMP_HEIGHT = 14.0
+MOVE_DISTANCE = 24.0  # more than one 3 x 3 position cell (21.3 px): a move changes the caption's cell
+JUMP_HEIGHT = 16.0
+EDGE = 8.0  # objects' centres stay this far from the frame's edges
+GROW, SHRINK = 1.6, 0.55  # size factors of "grow" / "shrink"
+# a small (8 px) or big (12 px) object may grow or shrink once, not again (no 30 px or 2 px objects)
+GROW_FROM_AT_MOST, SHRINK_FROM_AT_LEAST = 12.5, 7.5
 
 
 @dataclass
@@ -176,15 +180,15 @@ def _free_position(rng: np.random.Generator, objects: list[ObjectSpec]) -> tuple
 
 
 def _sample_events(rng: np.random.Generator, spec: VideoSpec, actors: list[int]) -> list[Event]:
-    count = int(rng.integers(2, 5))
+    count = int(rng.integers(3, 6))
     slots = []
-    cursor = float(rng.uniform(0.3, 1.5))
+    cursor = float(rng.uniform(0.3, 1.0))
     for _ in range(count):
-        length = float(rng.uniform(1.5, 3.5))
+        length = float(rng.uniform(1.5, 3.0))
         if cursor + length > spec.duration - 0.3:
             break
         slots.append((round(cursor, 2), round(cursor + length, 2)))
-        cursor += length + float(rng.uniform(0.5, 2.0))
+        cursor += length + float(rng.uniform(0.4, 1.2))
     events: list[Event] = []
     appeared: set[int] = set()
     gone: set[int] = set()
@@ -195,9 +199,8 @@ def _sample_events(rng: np.random.Generator, spec: VideoSpec, actors: list[int])
             break
         acted = [e.obj for e in events if e.obj in candidates]
         obj = int(rng.choice(acted)) if acted and rng.random() < 0.5 else int(rng.choice(candidates))
-        actions = [a for a in ACTIONS if a not in ("appear", "disappear")]
-        if spec.objects[obj].shape in ROTATION_SYMMETRIC:
-            actions.remove("spin")
+        spec.events = events  # the object's state at ``start`` follows from the events so far
+        actions = feasible_actions(object_states(spec, start)[obj])
         if index == len(slots) - 1 and obj not in appeared:
             actions.append("disappear")
         if not any(e.obj == obj for e in events):
@@ -211,6 +214,25 @@ def _sample_events(rng: np.random.Generator, spec: VideoSpec, actors: list[int])
             gone.add(obj)
         events.append(Event(obj, action, start, end))
     return events
+
+
+def feasible_actions(state: ObjectState) -> list[str]:
+    """The actions an object in ``state`` can do visibly: a full move inside the frame, a jump
+    that does not leave it, growing only while not yet big, shrinking only while not yet small."""
+    room = {
+        "left": state.x - EDGE,
+        "right": FRAME_SIZE - EDGE - state.x,
+        "up": state.y - EDGE,
+        "down": FRAME_SIZE - EDGE - state.y,
+    }
+    actions = [direction for direction, space in room.items() if space >= MOVE_DISTANCE]
+    if state.scale <= GROW_FROM_AT_MOST:
+        actions.append("grow")
+    if state.scale >= SHRINK_FROM_AT_LEAST:
+        actions.append("shrink")
+    if state.y - JUMP_HEIGHT >= EDGE - 2:
+        actions.append("jump")
+    return actions
 
 
 # --------------------------------------------------------------------------- queries
@@ -376,24 +398,21 @@ def object_states(spec: VideoSpec, time: float) -> list[ObjectState]:
             smooth = 0.5 - 0.5 * math.cos(math.pi * progress)
             action = event.action
             if action in ("left", "right"):
-                target = min(max(x + (MOVE_DISTANCE if action == "right" else -MOVE_DISTANCE), 8.0), FRAME_SIZE - 8.0)
+                target = min(max(x + (MOVE_DISTANCE if action == "right" else -MOVE_DISTANCE), EDGE), FRAME_SIZE - EDGE)
                 x += (target - x) * smooth
             elif action in ("up", "down"):
-                target = min(max(y + (MOVE_DISTANCE if action == "down" else -MOVE_DISTANCE), 8.0), FRAME_SIZE - 8.0)
+                target = min(max(y + (MOVE_DISTANCE if action == "down" else -MOVE_DISTANCE), EDGE), FRAME_SIZE - EDGE)
                 y += (target - y) * smooth
             elif action == "grow":
-                scale *= 1.0 + 0.6 * smooth
+                scale *= 1.0 + (GROW - 1.0) * smooth
             elif action == "shrink":
-                scale *= 1.0 - 0.45 * smooth
-            elif action == "spin":
-                angle += 2 * math.pi * smooth
+                scale *= 1.0 - (1.0 - SHRINK) * smooth
             elif action == "jump":
                 lift = min(JUMP_HEIGHT, y - 6.0) * math.sin(math.pi * progress)
             elif action == "appear":
                 alpha = smooth
             elif action == "disappear":
                 alpha = 1.0 - smooth
-            # "still": nothing changes, not even the drift
             cursor = event.end
             if progress < 1.0:
                 acting = True
@@ -402,6 +421,39 @@ def object_states(spec: VideoSpec, time: float) -> list[ObjectState]:
             x, y, dx, dy = _drift(x, y, dx, dy, time - cursor)
         states.append(ObjectState(x, y - lift, scale * SIZES[obj.size], angle, alpha))
     return states
+
+
+# What counts as a visible change of an object (``event_change``): half a 3 x 3 position cell of
+# the frame, a size ratio of 1.25, or half the opacity.
+VISIBLE_SHIFT = FRAME_SIZE / 3 / 2
+VISIBLE_SIZE_RATIO = 1.25
+VISIBLE_OPACITY = 0.5
+
+
+@dataclass
+class Change:
+    shift: float  # pixels between the first and last frame's centre
+    size_ratio: float  # last / first radius
+    opacity: float  # |last - first| opacity
+    visible_at_end: bool
+    visible_at_peak: bool  # at some time within the event (a jump comes back down)
+
+
+def _visible(first: ObjectState, other: ObjectState) -> tuple[float, float, float, bool]:
+    shift = math.hypot(other.x - first.x, other.y - first.y)
+    ratio = max(other.scale, 1e-6) / max(first.scale, 1e-6)
+    opacity = abs(other.alpha - first.alpha)
+    resized = abs(math.log(ratio)) >= math.log(VISIBLE_SIZE_RATIO)
+    visible = shift >= VISIBLE_SHIFT or resized or opacity >= VISIBLE_OPACITY
+    return shift, ratio, opacity, visible
+
+
+def event_change(spec: VideoSpec, event: Event, samples: int = 9) -> Change:
+    """How much ``event`` changes its object in the rendered frames (from the object states)."""
+    states = [object_states(spec, t)[event.obj] for t in np.linspace(event.start, event.end, samples)]
+    shift, ratio, opacity, at_end = _visible(states[0], states[-1])
+    at_peak = any(_visible(states[0], state)[3] for state in states[1:])
+    return Change(shift, ratio, opacity, at_end, at_peak)
 
 
 def _drift(x: float, y: float, dx: float, dy: float, seconds: float) -> tuple[float, float, float, float]:
@@ -472,13 +524,16 @@ __all__ = [
     "SHAPE_NOUNS",
     "SIZES",
     "VIDEO_FPS",
+    "Change",
     "Event",
     "ObjectSpec",
     "VideoSpec",
     "background",
     "draw",
+    "event_change",
     "event_query",
     "event_query_parts",
+    "feasible_actions",
     "object_states",
     "position_cell",
     "render_frames",
