@@ -310,6 +310,7 @@ def run_curve(args) -> int:
             f"run.name={args.name or f'curve{args.epochs}'}",
             f"optim.max_epochs={args.epochs}",
             "eval.patience=0",
+            "eval.epoch_splits=[]",  # a curve of every split
             *args.overrides,
         ],
     )

@@ -83,6 +83,10 @@ def test_bad_values_are_rejected():
         load_config("charades")
     with pytest.raises(ConfigError, match=r"eval\.select_split 'val' is not one of data\.eval_splits"):
         load_config("charades_sta", ["eval.select_split=val"])
+    with pytest.raises(ConfigError, match=r"eval\.epoch_splits \['val'\] are not among data\.eval_splits"):
+        load_config("charades_sta", ["eval.epoch_splits=[val]"])
+    with pytest.raises(ConfigError, match=r"must include eval\.select_split 'val'"):
+        load_config("synthetic", ["eval.epoch_splits=[test]"])
     with pytest.raises(ConfigError, match=r"eval\.select_metric 'R2@0\.5'"):
         load_config("charades_sta", ["eval.select_metric=R2@0.5"])
     with pytest.raises(ConfigError, match="ZeRO-3 is not supported"):

@@ -189,3 +189,14 @@ def test_contrastive_injection_loss_cannot_be_solved_by_a_constant_target():
     unmasked = contrastive_injection_loss(query, target, valid, 0.1)
     assert shared.item() < unmasked.item()
     assert contrastive_injection_loss(query, target, torch.zeros(6, dtype=torch.bool), 0.1).item() == 0.0
+
+
+def test_a_frozen_token_embedding_gets_no_gradient_while_the_rest_of_the_text_tower_does():
+    _, model, batch = _model_and_batch(["optim.freeze_token_embedding=true"])
+    text = model.retriever.text_encoder
+    model(batch).total.backward()
+    assert not text.token_embedding.weight.requires_grad and text.token_embedding.weight.grad is None
+    assert float(text.text_projection.grad.abs().sum()) > 0
+    assert float(text.positional_embedding.grad.abs().sum()) > 0
+    _, trained, _ = _model_and_batch()
+    assert trained.retriever.text_encoder.token_embedding.weight.requires_grad  # the default trains it

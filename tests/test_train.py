@@ -267,3 +267,36 @@ def test_torchrun_two_processes_stay_in_step(shard_root, tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "parameters identical and videos disjoint across 2 ranks after each of 30 checked steps" in output
     assert (tmp_path / "two" / "eval.json").exists()
+
+
+def test_splits_left_out_of_epoch_evaluation_are_evaluated_once_with_the_best_weights(shard_root, tmp_path):
+    """eval.epoch_splits=[val]: test is not evaluated after each epoch, yet the final results hold
+    it, with the same figures as a run that evaluated it every epoch (same seed, same weights)."""
+    from vdi.config import load_config
+    from vdi.train import train
+
+    def run(name, *extra):
+        cfg = load_config(
+            "tiny",
+            overrides(
+                shard_root,
+                tmp_path,
+                name,
+                "optim.max_epochs=2",
+                "optim.batch_size=8",
+                "track.enabled=false",
+                "data.val_fraction=0.2",
+                "data.eval_splits=[val,test]",
+                "eval.select_split=val",
+                *extra,
+            ),
+        )
+        return train(cfg)
+
+    lean = run("lean", "eval.epoch_splits=[val]")
+    full = run("full")
+    assert all(not any(k.startswith("test/") for k in row) for row in lean["history"])
+    assert any(k.startswith("test/") for k in full["history"][0])
+    assert lean["best_epoch"] == full["best_epoch"]
+    assert lean["best"] == full["best"]
+    assert "gain R1@0.5" in lean["results"]["test"]

@@ -147,6 +147,10 @@ class OptimConfig:
     grad_clip: float = 5.0
     # MMN's FREEZE_BERT: the text encoder is frozen for the first epochs.
     freeze_text_epochs: int = MISSING
+    # Keep CLIP's token embedding table as pre-trained (the transformer, final LN and projection
+    # still train). The table is most of a small text tower (49,408 x width) and AdamW updates all
+    # of it each step although a batch uses a few hundred rows: ~30% of a step on the synthetic world.
+    freeze_token_embedding: bool = False
     # Videos per batch (each with all its sentences).
     batch_size: int = MISSING
 
@@ -188,6 +192,11 @@ class EvalConfig:
     select_metric: str = R1_AT_05
     patience: int = 0  # 0 disables early stopping
     batch_size: int = 48
+    # The splits evaluated after every epoch (empty = every data.eval_splits); it must hold
+    # select_split. The others are evaluated once, with the best epoch's weights, at the end:
+    # the same figures (evaluation is deterministic) for a fraction of the cost, and no test
+    # curve to look at while training.
+    epoch_splits: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -425,6 +434,16 @@ def _validate(cfg: Config) -> None:
     if cfg.eval.select_split not in cfg.data.eval_splits:
         raise ConfigError(
             f"eval.select_split '{cfg.eval.select_split}' is not one of data.eval_splits {list(cfg.data.eval_splits)}"
+        )
+    unknown = [split for split in cfg.eval.epoch_splits if split not in cfg.data.eval_splits]
+    if unknown:
+        raise ConfigError(
+            f"eval.epoch_splits {unknown} are not among data.eval_splits {list(cfg.data.eval_splits)}; "
+            "list eval splits (or [] for all)"
+        )
+    if cfg.eval.epoch_splits and cfg.eval.select_split not in cfg.eval.epoch_splits:
+        raise ConfigError(
+            f"eval.epoch_splits {list(cfg.eval.epoch_splits)} must include eval.select_split '{cfg.eval.select_split}'"
         )
     names = recall_names(cfg.eval.recall_ks, cfg.eval.iou_thresholds)
     if cfg.eval.select_metric not in names:

@@ -109,8 +109,9 @@ class TrainingEngine:
         self.cfg, self.ctx = cfg, ctx
         self.dtype = compute_dtype(cfg, ctx.device)
         text_ids = {id(p) for p in model.retriever.text_encoder.parameters()}
-        head = [p for p in model.parameters() if id(p) not in text_ids]
-        text = [p for p in model.parameters() if id(p) in text_ids]
+        trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones get no optimiser state
+        head = [p for p in trained if id(p) not in text_ids]
+        text = [p for p in trained if id(p) in text_ids]
         optimizer = torch.optim.AdamW(
             [{"params": head, "name": "head"}, {"params": text, "name": "text"}],
             lr=cfg.optim.lr,

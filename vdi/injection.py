@@ -324,7 +324,10 @@ def build_vdi_model(cfg: Config, clip_model: nn.Module | None = None) -> VDIMode
 
     if clip_model is None:
         clip_model = create_clip(cfg.model.clip.name, cfg.model.clip.pretrained, cfg.model.clip.config_dir)
-    retriever = MomentRetriever(cfg.model, TextEncoder(clip_model))
+    text_encoder = TextEncoder(clip_model)
+    if cfg.optim.freeze_token_embedding:
+        text_encoder.token_embedding.requires_grad_(False)
+    retriever = MomentRetriever(cfg.model, text_encoder)
     return VDIModel(cfg, retriever, patch_count(clip_model))
 
 

@@ -385,7 +385,8 @@ class Trainer:
         """Every eval split's metrics (rank 0; {} elsewhere) and the selection metric (all ranks)."""
         cfg = self.cfg
         self.engine.sync_buffers()
-        results = _evaluate(self.engine.module.retriever, self.eval_streams, list(cfg.data.eval_splits), cfg, self.ctx)
+        splits = list(cfg.eval.epoch_splits or cfg.data.eval_splits)
+        results = _evaluate(self.engine.module.retriever, self.eval_streams, splits, cfg, self.ctx)
         flat = flatten_results(results) if self.is_main else {}
         selected = None
         if self.is_main:
@@ -506,8 +507,9 @@ class Trainer:
         result["history"] = state.history
         if status != "finished":
             return result | {"signal": self.stop.signal}
-        probe, per_query = self._evaluate_best()
-        best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
+        probe, per_query, final = self._evaluate_best()
+        # every split with the best weights: the splits left out of eval.epoch_splits come from here
+        best = next((h for h in state.history if h["epoch"] == state.best_epoch), {}) | final
         results = unflatten_results(best)
         skipped = {"train": list(self.train_stream.skipped)}
         result |= {
@@ -522,20 +524,23 @@ class Trainer:
             self._write_results(result, results, probe)
         return result
 
-    def _evaluate_best(self) -> tuple[dict, dict]:
-        """The dynamics probe and the per-query records, with the best epoch's weights."""
+    def _evaluate_best(self) -> tuple[dict, dict, dict[str, float]]:
+        """The dynamics probe, the per-query records and every eval split's flat metrics, with the
+        best epoch's weights."""
         from vdi.checkpoint import load_inference_checkpoint
 
         cfg, retriever = self.cfg, self.engine.module.retriever
         best_path = self.run_dir / "best" / "model.pt"
-        probe, per_query = {}, {}
+        probe, per_query, final = {}, {}, {}
         if best_path.exists():
             retriever.load_state_dict(load_inference_checkpoint(best_path)["retriever"])
-            _evaluate(retriever, self.eval_streams, list(cfg.data.eval_splits), cfg, self.ctx, per_query=per_query)
+            splits = list(cfg.data.eval_splits)
+            results = _evaluate(retriever, self.eval_streams, splits, cfg, self.ctx, per_query=per_query)
+            final = flatten_results(results) if self.is_main else {}
             if cfg.data.probe_split:
                 variants = ("query", "static", "dynamic")
                 probe = _evaluate(retriever, self.eval_streams, [cfg.data.probe_split], cfg, self.ctx, variants)
-        return probe, per_query
+        return probe, per_query, final
 
     def _write_results(self, result: dict, results: dict[str, dict[str, float]], probe: dict) -> None:
         run_dir, tracker, step = self.run_dir, self.tracker, self.state.global_step
