@@ -115,7 +115,7 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
     finished = [r for r in runs if r["status"] == "FINISHED"]
     groups: dict[str, list[dict]] = {}
     for run in finished:
-        groups.setdefault(row_name(run["params"]), []).append(run)
+        groups.setdefault(run.get("row") or row_name(run["params"]), []).append(run)
     order = [name for name in ABLATION_ROWS if name in groups] + sorted(set(groups) - set(ABLATION_ROWS))
     splits = [split for split in splits if any(best_key(split, PAIRED_METRIC) in r["metrics"] for r in finished)]
     table: dict[str, dict[str, tuple[float, float]]] = {}
@@ -176,6 +176,21 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
     return "\n".join(lines), {"groups": groups, "order": order, "table": table, "probe": probe, "paired": paired}
 
 
+def sweep_runs(uri: str, experiment: str, parent: str | None) -> tuple[str, list[dict]]:
+    """(parent run id, its trial runs): the given parent or the experiment's newest sweep."""
+    from sweep_tracking import search_runs
+
+    everything = search_runs(uri, experiment)
+    parents = [r for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
+    parent = parent or (parents[0]["run_id"] if parents else None)
+    if parent is None:
+        raise LookupError(f"experiment {experiment} has no sweep parent run")
+    runs = [r for r in everything if r["tags"].get("mlflow.parentRunId") == parent]
+    if not any(r["status"] == "FINISHED" for r in runs):
+        raise LookupError(f"no finished trial under parent run {parent} of experiment {experiment}")
+    return parent, runs
+
+
 def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
     """Mean ± std over seeds of the probe's R1@0.5 with Q, Q^s and Q^d, per row."""
     probe = {}
@@ -192,7 +207,7 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweep_tracking import log_artifacts, search_runs, set_description
+    from sweep_tracking import log_artifacts, set_description
 
     from vdi.cli import set_process_env
     from vdi.plots import plot_grouped_bars, plot_metric_vs
@@ -207,24 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reference", default="Baseline", help="row the paired differences are taken against")
     parser.add_argument("--out", default=None, help="output folder (default runs/sweeps/<experiment>/report)")
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="EXPERIMENT",
+        help="also read this experiment's newest sweep and take the paired differences against its --reference "
+        "row (a recipe change run as a second sweep with the same seeds)",
+    )
     args = parser.parse_args(argv)
     set_process_env()
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
-        everything = search_runs(uri, args.experiment)
-    except ValueError as error:
+        parent, runs = sweep_runs(uri, args.experiment, args.parent)
+        reference = args.reference
+        if args.against:
+            _, other = sweep_runs(uri, args.against, None)
+            for run in other:
+                run["row"] = f"{row_name(run['params'])} [{args.against}]"
+            runs, reference = runs + other, f"{args.reference} [{args.against}]"
+    except (ValueError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    parents = [r for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
-    parent = args.parent or (parents[0]["run_id"] if parents else None)
-    if parent is None:
-        print(f"error: experiment {args.experiment} has no sweep parent run", file=sys.stderr)
-        return 2
-    runs = [r for r in everything if r["tags"].get("mlflow.parentRunId") == parent]
-    if not any(r["status"] == "FINISHED" for r in runs):
-        print(f"error: no finished trial under parent run {parent}", file=sys.stderr)
-        return 2
-    markdown, data = build_report(runs, args.splits, args.reference)
+    markdown, data = build_report(runs, args.splits, reference)
     out = Path(args.out or Path("runs/sweeps") / args.experiment / "report")
     out.mkdir(parents=True, exist_ok=True)
     total = len(runs)

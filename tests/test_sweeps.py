@@ -341,3 +341,23 @@ def test_sweep_parent_and_child_runs_share_one_experiment(tmp_path):
     assert runs["trial"]["status"] == "KILLED" and runs["trial"]["tags"]["mlflow.parentRunId"] == parent
     assert runs["trial"]["params"] == {"loss.lambda_vc": "0.5"} and child.run_id == runs["trial"]["run_id"]
     assert [run["name"] for run in search_runs(uri, "sweep", parent_run_id=parent)] == ["trial"]
+
+
+def test_report_pairs_a_row_with_the_same_row_of_another_sweep():
+    """--against: runs of a second sweep carry their own row name and serve as the reference."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from report import build_report
+
+    def run(seed, r1, row=None):
+        params = {"injection.visual_context": "none", "injection.spatial_dynamic": "none", "run.seed": str(seed)}
+        found = {"status": "FINISHED", "params": params, "metrics": {"best/val/R1_iou0.5": r1}}
+        return found | ({"row": row} if row else {})
+
+    runs = [run(0, 35.0), run(1, 33.0), run(2, 36.0)]
+    runs += [run(0, 34.0, "Baseline [old]"), run(1, 33.5, "Baseline [old]"), run(2, 34.0, "Baseline [old]")]
+    markdown, data = build_report(runs, ["val"], "Baseline [old]")
+    assert data["order"] == ["Baseline", "Baseline [old]"]
+    difference = data["paired"]["Baseline"]["val"]
+    assert difference["seeds"] == 3 and difference["wins"] == 2
+    assert abs(difference["mean"] - (1.0 - 0.5 + 2.0) / 3) < 1e-9
+    assert "| Baseline [old] | 3 |" in markdown and "(reference)" in markdown
