@@ -3,6 +3,7 @@
     python sweeps/world_diagnosis.py probes [--checkpoint runs/<name>/best/model.pt]
     python sweeps/world_diagnosis.py oracle [key=value ...]
     python sweeps/world_diagnosis.py curve --epochs 36 [key=value ...]
+    python sweeps/world_diagnosis.py visibility | identifiability
 
 * ``probes``: linear probes (multinomial logistic regression, L2 chosen on a slice of train) on
   the frozen per-frame CLIP features of each annotated moment, fitted on train moments and scored
@@ -21,6 +22,12 @@
   displacement in pixels, size ratio, opacity change; "visible" = the end state differs from the
   start by at least half a 3 x 3 position cell (10.7 px), a size ratio of 1.25, or 0.5 opacity.
   An action that changes nothing visible cannot be grounded from any frame feature.
+* ``identifiability``: from the generator's specifications (no rendering), which words a query
+  needs to single out its moment among the events of its video: the action alone, the acting
+  object's colour alone, neither (both needed), or not even both (another event of the same
+  object does the same action: no sentence can tell the two apart). A split on which the action
+  alone suffices for most queries tests action recognition, not the object words; a novel-colour
+  split whose colour words are never needed cannot be harder than IID.
 
 Every number comes from the world in ``data/synthetic`` (``python -m data_prep synthetic``);
 runs go under ``runs/diagnosis``.
@@ -185,16 +192,18 @@ def run_probes(args) -> int:
     if args.checkpoint:
         proposals = _proposal_features(Path(args.checkpoint), world, {s: events[s] for s in ("train", "val")})
         representations["head proposal feature at the GT cell"] = ("x", proposals)
-    targets = {"action": 3, "colour": 0, "shape": 1}  # label = (colour, shape, size, action, sentence)
+    # label = (colour, shape, size, action, sentence); "colour x action" is the event's identity in
+    # its video since world v6 (each object does each action at most once; colours are distinct)
+    targets = {"action": (3,), "colour": (0,), "shape": (1,), "colour x action": (0, 3)}
     results = {}
     print(f"linear probes: fit on {len(data['train']['labels'])} train moments, scored on "
           f"{len(data['val']['labels'])} val moments (accuracy %, majority class in brackets)")  # fmt: skip
     for title, (key, source) in representations.items():
         results[title] = {}
         cells = []
-        for target, column in targets.items():
-            train_y = np.array([label[column] for label in source["train"]["labels"]])
-            val_y = np.array([label[column] for label in source["val"]["labels"]])
+        for target, columns in targets.items():
+            train_y = np.array(["/".join(str(label[c]) for c in columns) for label in source["train"]["labels"]])
+            val_y = np.array(["/".join(str(label[c]) for c in columns) for label in source["val"]["labels"]])
             train_x, val_x = np.stack(source["train"][key]), np.stack(source["val"][key])
             result = linear_probe(train_x, train_y, val_x, val_y)
             results[title][target] = result
@@ -374,6 +383,26 @@ def run_visibility(args) -> int:
     return 0
 
 
+def run_identifiability(args) -> int:
+    sys.path.insert(0, str(PROJECT))
+    from data_prep.synthetic.build import world_specs
+    from data_prep.synthetic.world import query_identifiability
+
+    counts = {"train": args.videos, "val": args.videos * 3 // 14, "ood": args.videos * 3 // 14}
+    specs = world_specs(counts, args.seed, ["purple", "orange"])
+    print(f"what singles out a query's moment in its video (seed {args.seed}; percent of queries)")
+    print("split  queries  action alone  colour alone  both needed  ambiguous  acting objects/video")
+    for split, rows in specs.items():
+        if not rows:
+            continue
+        share = query_identifiability(rows)
+        print(
+            f"{split:5s}  {share['queries']:7d}  {share['action alone']:12.1f}  {share['colour alone']:12.1f}  "
+            f"{share['both needed']:11.1f}  {share['ambiguous']:9.1f}  {share['acting objects per video']:20.2f}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from vdi.cli import set_process_env
 
@@ -396,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     visibility.add_argument("--videos", type=int, default=700)
     visibility.add_argument("--seed", type=int, default=0)
     visibility.set_defaults(run=run_visibility)
+    identifiability = commands.add_parser("identifiability", help="which words single out a query's moment")
+    identifiability.add_argument("--videos", type=int, default=700)
+    identifiability.add_argument("--seed", type=int, default=0)
+    identifiability.set_defaults(run=run_identifiability)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -54,8 +54,9 @@ def mark_done(out: Path, name: str, key: str, **info) -> dict:
     return data
 
 
-VIDEOS_VERSION = 5  # 3: lossless H.264 (reproducible decoded pixels); 4: phrasings the Q^s / Q^d rule splits;
-# 5: only visible actions (no spin / still), moves and size changes sampled where they fit, 3-5 events
+VIDEOS_VERSION = 6  # 3: lossless H.264 (reproducible decoded pixels); 4: phrasings the Q^s / Q^d rule splits;
+# 5: only visible actions (no spin / still), moves and size changes sampled where they fit, 3-5 events;
+# 6: two actors of distinct colours, each (object, action) once per video (every query has one answer)
 
 
 def _render_one(task: tuple) -> tuple[str, str, float, list]:
@@ -191,8 +192,9 @@ def build(
     from data_prep.synthetic.pretrain import CLIP_NAME, pretrain
 
     checkpoint = out / "clip" / f"{CLIP_NAME}.pt"
-    # 4: "teal"; 5: fp32 pre-training (bf16 autocast is emulated and 15x slower on CPUs without AVX-512 BF16)
-    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=5)
+    # 4: "teal"; 5: fp32 pre-training (bf16 autocast is emulated and 15x slower on CPUs without AVX-512 BF16);
+    # 6: per-colour attribute heads (where / size / opacity / shape of each colour), fused AdamW
+    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=6)
     started = time.perf_counter()
     clip_info = stage_done(out, "clip", key)
     if clip_info is None or not checkpoint.exists():
