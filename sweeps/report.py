@@ -22,7 +22,6 @@ from lambda_sweep import ABLATION_ROWS
 
 from vdi.metric_keys import CEILING_R1_AT_05, GAIN_R1_AT_05, MIOU, R1_AT_05, R1_AT_07, MetricKey, recall_name
 
-ROW_OF = {value: key for key, value in ABLATION_ROWS.items()}
 # every metric name and key spelling comes from vdi.metric_keys: a renamed metric cannot turn into NaN here
 METRICS = [R1_AT_05, R1_AT_07, MIOU]
 GROUNDING = [GAIN_R1_AT_05, CEILING_R1_AT_05]
@@ -36,13 +35,26 @@ def best_key(split: str, name: str) -> str:
     return MetricKey(split, name, stage="best").mlflow
 
 
+def _injection_key(settings: dict) -> tuple[str, str, str, str]:
+    """(visual context, spatial dynamic, L^vc form, L^sd form); a form counts only where its loss is on."""
+    visual = str(settings.get("injection.visual_context", "?"))
+    spatial = str(settings.get("injection.spatial_dynamic", "?"))
+    if float(settings.get("loss.lambda_vc", 1)) == 0:
+        visual = "none"
+    if float(settings.get("loss.lambda_sd", 1)) == 0:
+        spatial = "none"
+    vc_form = "-" if visual == "none" else str(settings.get("injection.vc_form", "paper"))
+    sd_form = "-" if spatial == "none" else str(settings.get("injection.sd_form", "paper"))
+    return visual, spatial, vc_form, sd_form
+
+
+ROW_OF = {_injection_key(settings): row for row, settings in ABLATION_ROWS.items()}
+
+
 def row_name(params: dict) -> str:
-    key = (params.get("injection.visual_context", "?"), params.get("injection.spatial_dynamic", "?"))
-    if float(params.get("loss.lambda_vc", 1)) == 0:
-        key = ("none", key[1])
-    if float(params.get("loss.lambda_sd", 1)) == 0:
-        key = (key[0], "none")
-    return ROW_OF.get(key, f"vc={key[0]}, sd={key[1]}")
+    key = _injection_key(params)
+    forms = "" if key[2:] == ("paper", "paper") or "-" in key[2:] else f", forms={key[2]}/{key[3]}"
+    return ROW_OF.get(key, f"vc={key[0]}, sd={key[1]}{forms}")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -213,6 +213,42 @@ def test_report_averages_seeds_per_row_and_tabulates_the_probe():
     assert data["order"] == ["Baseline", "L^vc + L^sd"]
 
 
+def test_an_ablation_trains_the_preset_recipe_not_the_search_schedule():
+    """search_space.yaml shortens the schedule for ASHA (optim.max_epochs=8); an --ablation must
+    train the preset as it is, plus only what its command line overrides."""
+    import argparse
+
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import DEFAULT_SPACE, load_space, sweep_config
+
+    spec = load_space(DEFAULT_SPACE)
+    assert "optim.max_epochs=8" in spec["overrides"]
+    ablation = argparse.Namespace(ablation=True, rows=["Baseline"], seeds=2, overrides=["run.seed=3"])
+    _, fixed = sweep_config(ablation, spec)
+    assert fixed == ["run.seed=3"]
+    search = argparse.Namespace(ablation=False, rows=None, seeds=1, overrides=["x=1"])
+    _, fixed = sweep_config(search, spec)
+    assert fixed == [*spec["overrides"], "x=1"]
+
+
+def test_rows_are_told_apart_by_their_injection_forms():
+    """The contrastive-form row is its own row; a run without form params (older sweeps) or with
+    a switched-off loss is named as before."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import ABLATION_ROWS, row_overrides
+    from report import row_name
+
+    for row in ABLATION_ROWS:
+        assert row_name(dict(o.split("=", 1) for o in row_overrides(row))) == row
+    full = {"injection.visual_context": "static", "injection.spatial_dynamic": "transformer"}
+    assert row_name(full) == "L^vc + L^sd"
+    assert row_name({**full, "injection.vc_form": "contrastive", "injection.sd_form": "contrastive"}) == (
+        "L^vc + L^sd (contrastive)"
+    )
+    assert row_name({**full, "injection.sd_form": "contrastive", "loss.lambda_sd": "0"}) == "L^vc w/ Q^s"
+    assert "forms=paper/contrastive" in row_name({**full, "injection.sd_form": "contrastive"})
+
+
 def test_report_pairs_seeds_and_gives_a_bootstrap_interval(tmp_path):
     """Paired differences use the same seeds of both rows; with per-query results in each run's
     eval.json the interval resamples seeds and queries, and a planted gain excludes zero."""

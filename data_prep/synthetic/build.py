@@ -193,8 +193,9 @@ def build(
 
     checkpoint = out / "clip" / f"{CLIP_NAME}.pt"
     # 4: "teal"; 5: fp32 pre-training (bf16 autocast is emulated and 15x slower on CPUs without AVX-512 BF16);
-    # 6: per-colour attribute heads (where / size / opacity / shape of each colour), fused AdamW
-    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=6)
+    # 6: per-colour attribute heads (where / size / opacity / shape of each colour), fused AdamW;
+    # 7: the image tower locked in the contrastive phase (LiT)
+    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=7)
     started = time.perf_counter()
     clip_info = stage_done(out, "clip", key)
     if clip_info is None or not checkpoint.exists():
