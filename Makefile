@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m vdi.launch --local
+	$(PY) -m vdi.launch --local --config synthetic_demo
 
 # The demo page on the main job's model (http://127.0.0.1:7860; python -m vdi.app --help for more).
 app: $(VENV)/.installed

@@ -1,7 +1,7 @@
 """The main job's stage times: build the synthetic world from nothing, then train and evaluate
-VDI on it exactly as `make demo` does (`python -m vdi.launch --local`), in a scratch folder.
+VDI on it exactly as `make demo` does (`python -m vdi.launch --local --config synthetic_demo`), in a scratch folder.
 
-Run on demand (about 11 minutes on 2 cores):  python benchmarks/bench_main.py [--keep DIR]
+Run on demand (about 13 minutes on 2 cores):  python benchmarks/bench_main.py [--keep DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         world = build(root / "synthetic", verbose=False)
         built = time.perf_counter() - start
         cfg = load_config(
-            "synthetic",
+            "synthetic_demo",
             [
                 f"data.shard_root={root / 'synthetic' / 'shards'}",
                 f"model.clip.pretrained={root / 'synthetic' / 'clip' / 'vdi-synthetic-vit.pt'}",

@@ -1,6 +1,7 @@
 """python -m vdi.launch: run training here (--local) or on a SLURM cluster through submitit.
 
-    python -m vdi.launch --local                                   # the main job: synthetic world, CPU
+    python -m vdi.launch --local --config synthetic_demo           # the main job (make demo): synthetic world, CPU
+    python -m vdi.launch --local                                   # the synthetic benchmark's 18-epoch recipe
     python -m vdi.launch --config charades_sta --nodes 4 --gpus-per-node 8 --partition gpu
     python -m vdi.launch --config tiny --nodes 2 --tasks-per-node 1 --dry-run
 
