@@ -218,11 +218,48 @@ def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, di
     return probe
 
 
+def curve_key(split: str) -> str:
+    """The MLflow key of a split's per-epoch R1@0.5 (logged after every epoch it was evaluated)."""
+    return MetricKey(split, R1_AT_05).mlflow
+
+
+def curve_table(
+    groups: dict[str, list[dict]], order: list[str], splits: list[str], every: int = 1
+) -> tuple[str, dict[str, dict[int, tuple[float, float]]]]:
+    """Learning curves of per-epoch R1@0.5, mean ± std over each row's seeds, from each run's
+    ``curves`` ({epoch: {key: value}}). Only the splits a run evaluated every epoch have curves
+    (eval.epoch_splits); epochs are shown every ``every`` and at the last one."""
+    curves: dict[str, dict[int, tuple[float, float]]] = {}
+    for row in order:
+        for split in splits:
+            key, seeds_at = curve_key(split), {}
+            for run in groups[row]:
+                for epoch, values in run.get("curves", {}).items():
+                    if key in values:
+                        seeds_at.setdefault(epoch, []).append(values[key])
+            if seeds_at:
+                curves[f"{row} {split}"] = {epoch: mean_std(seeds_at[epoch]) for epoch in sorted(seeds_at)}
+    if not curves:
+        return "", curves
+    last = max(e for points in curves.values() for e in points)
+    shown = [e for e in sorted({e for points in curves.values() for e in points}) if e % every == 0 or e == last]
+    lines = [
+        f"Learning curves: per-epoch {R1_AT_05} (mean ± std over seeds) of every split evaluated after each epoch.",
+        "",
+        "| epoch | " + " | ".join(curves) + " |",
+        "|---|" + "---|" * len(curves),
+    ]
+    for epoch in shown:
+        cells = [f"{c[epoch][0]:.2f} ± {c[epoch][1]:.2f}" if epoch in c else "-" for c in curves.values()]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""]), curves
+
+
 def main(argv: list[str] | None = None) -> int:
-    from sweep_tracking import log_artifacts, set_description
+    from sweep_tracking import epoch_histories, log_artifacts, set_description
 
     from vdi.cli import set_process_env
-    from vdi.plots import plot_grouped_bars, plot_metric_vs
+    from vdi.plots import plot_curves, plot_grouped_bars, plot_metric_vs
     from vdi.tracking import default_tracking_uri
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -241,7 +278,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also read this experiment's newest sweep and take the paired differences against its --reference "
         "row (a recipe change run as a second sweep with the same seeds)",
     )
+    parser.add_argument(
+        "--curves",
+        type=int,
+        default=0,
+        metavar="EVERY",
+        help="also tabulate and plot the per-epoch R1@0.5 curves, a table line every EVERY epochs (0: no curves)",
+    )
     args = parser.parse_args(argv)
+    if args.curves < 0:
+        parser.error(f"--curves is {args.curves}; give an epoch interval >= 1, or 0 for no curves")
     set_process_env()
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
@@ -256,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     markdown, data = build_report(runs, args.splits, reference)
+    if args.curves:
+        for run in (r for rows in data["groups"].values() for r in rows):
+            run["curves"] = epoch_histories(uri, run["run_id"], [curve_key(split) for split in args.splits])
+        curves_markdown, curves = curve_table(data["groups"], data["order"], args.splits, args.curves)
+        markdown += "\n" + (curves_markdown or "No per-epoch curves: the runs logged none of these splits.\n")
     out = Path(args.out or Path("runs/sweeps") / args.experiment / "report")
     out.mkdir(parents=True, exist_ok=True)
     total = len(runs)
@@ -296,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = data["probe"]
     if probe:
         artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", f"dynamics probe (IID test {R1_AT_05})"))
+    if args.curves and curves:
+        artifacts.append(plot_curves(curves, out / "curves.png", f"{R1_AT_05} after each epoch"))
     log_artifacts(uri, parent, artifacts)
     plots = ", ".join(f"`{path.name}`" for path in artifacts[1:])
     set_description(uri, parent, f"{text}\n\nPlots (artifacts of this run): {plots or 'none'}.\n")

@@ -97,3 +97,18 @@ def search_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = 
         }
         for r in runs
     ]
+
+
+def epoch_histories(tracking_uri: str, run_id: str, keys: list[str]) -> dict[int, dict[str, float]]:
+    """A run's per-epoch values of ``keys``: {epoch: {key: value}}, joined on the logged step of
+    its ``epoch`` metric (keys the run never logged are left out)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    epoch_at = {m.step: int(m.value) for m in client.get_metric_history(run_id, "epoch")}
+    curves: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for metric in client.get_metric_history(run_id, key):
+            if metric.step in epoch_at:
+                curves.setdefault(epoch_at[metric.step], {})[key] = metric.value
+    return curves

@@ -3,6 +3,7 @@ a local ASHA sweep, the Table 3 ablation grid with one seed, and a sweep on the 
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def sweep(args, storage, env=None, timeout=1200):
     return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, env=env, timeout=timeout)
 
 
-def run_report(experiment, storage):
+def run_report(experiment, storage, *extra):
     command = [
         sys.executable,
         str(REPORT),
@@ -69,6 +70,7 @@ def run_report(experiment, storage):
         f"sqlite:///{storage / 'mlflow.db'}",
         "--out",
         str(storage / "report"),
+        *extra,
     ]
     return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, timeout=300)
 
@@ -138,9 +140,13 @@ def test_ablation_grid_one_seed_and_table(sweep_shards, tmp_path):
     assert "| Baseline | 1 |" in (tmp_path / "ablation" / "report" / "report.md").read_text()
     (parent,) = parents
     assert "# Sweep report: ablation" in parent.data.tags["mlflow.note.content"]
-    report = run_report("ablation", tmp_path)
+    report = run_report("ablation", tmp_path, "--curves", "1")
     assert report.returncode == 0, report.stderr[-2000:]
     table = (tmp_path / "report" / "report.md").read_text()
+    # learning curves read back from each trial's MLflow metric history, one line per epoch
+    assert "Learning curves" in table and "| epoch | Baseline test |" in table
+    assert all(f"| {epoch} | " in table for epoch in (1, 2, 3))
+    assert (tmp_path / "report" / "curves.png").exists()
     for row in ROWS:
         assert f"| {row} | 1 |" in table
     assert "| Method | Q | Q^s | Q^d | Q - Q^s |" in table  # the dynamics probe of every row
@@ -377,6 +383,26 @@ def test_sweep_parent_and_child_runs_share_one_experiment(tmp_path):
     assert runs["trial"]["status"] == "KILLED" and runs["trial"]["tags"]["mlflow.parentRunId"] == parent
     assert runs["trial"]["params"] == {"loss.lambda_vc": "0.5"} and child.run_id == runs["trial"]["run_id"]
     assert [run["name"] for run in search_runs(uri, "sweep", parent_run_id=parent)] == ["trial"]
+
+
+def test_learning_curves_average_the_seeds_of_each_epoch():
+    """curve_table: per-row, per-split mean ± std over seeds at each epoch; a seed missing an epoch
+    (stopped early) leaves it out of that epoch only; a split not evaluated per epoch has no curve."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from report import curve_table
+
+    def run(curve):
+        return {"curves": {epoch: {"val/R1_iou0.5": value} for epoch, value in curve.items()}}
+
+    groups = {"Baseline": [run({1: 20.0, 2: 30.0, 3: 40.0}), run({1: 22.0, 2: 34.0})], "L^vc w/ Q": [run({1: 25.0})]}
+    markdown, curves = curve_table(groups, ["Baseline", "L^vc w/ Q"], ["val", "ood"], every=2)
+    assert set(curves) == {"Baseline val", "L^vc w/ Q val"}
+    assert curves["Baseline val"][2] == (32.0, statistics.stdev([30.0, 34.0]))
+    assert curves["Baseline val"][3] == (40.0, 0.0)
+    assert "| epoch | Baseline val | L^vc w/ Q val |" in markdown
+    assert "| 2 | 32.00 ± 2.83 | - |" in markdown and "| 3 | 40.00 ± 0.00 | - |" in markdown
+    assert "| 1 |" not in markdown  # every 2nd epoch, and the last
+    assert curve_table(groups, ["Baseline"], ["ood"]) == ("", {})
 
 
 def test_report_pairs_a_row_with_the_same_row_of_another_sweep():

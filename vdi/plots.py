@@ -12,6 +12,13 @@ import matplotlib.pyplot as plt
 from vdi.metric_keys import R1_AT_05
 
 
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def plot_loss_curve(step_log: list[dict], path: str | Path) -> Path:
     """Every logged loss term against the global step."""
     path = Path(path)
@@ -27,10 +34,7 @@ def plot_loss_curve(step_log: list[dict], path: str | Path) -> Path:
         axis.set_title(title)
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_probe(probe: dict[str, dict[str, float]], path: str | Path, metric: str = R1_AT_05) -> Path:
@@ -45,10 +49,7 @@ def plot_probe(probe: dict[str, dict[str, float]], path: str | Path, metric: str
     axis.set_title("dynamics probe: retrieval by Q, Q^s, Q^d")
     for bar, value in zip(bars, values):
         axis.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_grouped_bars(table: dict[str, dict[str, tuple[float, float]]], path: str | Path, title: str) -> Path:
@@ -66,10 +67,7 @@ def plot_grouped_bars(table: dict[str, dict[str, tuple[float, float]]], path: st
     axis.set_title(title)
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_metric_vs(
@@ -84,10 +82,24 @@ def plot_metric_vs(
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
-__all__ = ["plot_grouped_bars", "plot_loss_curve", "plot_metric_vs", "plot_probe"]
+def plot_curves(curves: dict[str, dict[int, tuple[float, float]]], path: str | Path, ylabel: str) -> Path:
+    """Learning curves: label -> {epoch: (mean, std over seeds)}, a line with a std band each."""
+    path = Path(path)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        epochs = sorted(points)
+        means = [points[e][0] for e in epochs]
+        stds = [points[e][1] for e in epochs]
+        axis.plot(epochs, means, label=label)
+        axis.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+__all__ = ["plot_curves", "plot_grouped_bars", "plot_loss_curve", "plot_metric_vs", "plot_probe"]
