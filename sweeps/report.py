@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
         parent, runs = sweep_runs(uri, args.experiment, args.parent)
+        own = list(runs)  # the trial count below is this sweep's, not the --against sweep's
         reference = args.reference
         if args.against:
             _, other = sweep_runs(uri, args.against, None)
@@ -309,10 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         markdown += "\n" + (curves_markdown or "No per-epoch curves: the runs logged none of these splits.\n")
     out = Path(args.out or Path("runs/sweeps") / args.experiment / "report")
     out.mkdir(parents=True, exist_ok=True)
-    total = len(runs)
-    finished = sum(r["status"] == "FINISHED" for r in runs)
+    total = len(own)
+    finished = sum(r["status"] == "FINISHED" for r in own)
+    against = f" (rows marked [{args.against}] are that experiment's newest sweep)" if args.against else ""
     text = (
-        f"# Sweep report: {args.experiment}\n\nParent run `{parent}`; {finished} finished of {total} trial runs; "
+        f"# Sweep report: {args.experiment}\n\nParent run `{parent}`; {finished} finished of {total} trial runs"
+        f"{against}; "
         f"mean ± std over seeds of each run's best-epoch metrics ({', '.join(METRICS)}, grounding gain and "
         f"query-blind ceiling, percent), checkpoints selected on each run's eval.select_split.\n\n{markdown}"
     )
