@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Set before anything imports huggingface_hub / mlflow / ray: tests never download or phone home.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -11,10 +14,16 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Tests neither read nor fill the user's tiny-CLIP cache (data_prep/synthetic/build.py): their own,
+# removed at exit (subprocesses inherit it).
+os.environ["VDI_CACHE_DIR"] = tempfile.mkdtemp(prefix="vdi-test-cache-")
+
 from pathlib import Path
 
 import pytest
 import torch
+
+atexit.register(shutil.rmtree, os.environ["VDI_CACHE_DIR"], ignore_errors=True)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The real benchmark annotation files (not in the repository): VDI_ANNOTATIONS or ../shared/...

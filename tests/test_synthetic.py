@@ -220,6 +220,40 @@ def test_one_command_builds_a_small_world_and_caches_it(tmp_path, capsys, monkey
     assert read_manifest(tmp_path / "world" / "shards" / "train").num_videos == 14
 
 
+def test_a_second_build_copies_the_tiny_clip_from_the_cache_and_a_damaged_entry_is_rebuilt(tmp_path, capsys):
+    """The per-user cache holds the same bytes a pre-training makes (it is seeded); a cache entry
+    whose checkpoint lost its recorded checksum is ignored, pre-trained again and replaced."""
+    from data_prep.synthetic.build import build
+
+    def world(name):
+        build(
+            tmp_path / name,
+            total_videos=8,
+            pretrain_steps=2,
+            pretrain_warmup_steps=2,
+            workers=1,
+            cache_dir=tmp_path / "cache",
+        )
+        return (tmp_path / name / "clip" / CLIP_FILE).read_bytes(), capsys.readouterr().out
+
+    first, out = world("a")
+    assert "copied from the cache" not in out
+    (entry,) = (tmp_path / "cache" / "synthetic-clip").iterdir()
+    assert (entry / CLIP_FILE).read_bytes() == first
+    second, out = world("b")
+    assert "tiny CLIP: copied from the cache" in out and second == first
+    assert (
+        json.loads((tmp_path / "b" / "world.json").read_text())["clip"]["zero_shot_colour"]
+        == json.loads((tmp_path / "a" / "world.json").read_text())["clip"]["zero_shot_colour"]
+    )
+    damaged = bytearray(first)
+    damaged[-1] ^= 0xFF
+    (entry / CLIP_FILE).write_bytes(bytes(damaged))
+    third, out = world("c")
+    assert "ignoring the damaged cache entry" in out and "copied from the cache" not in out
+    assert third == first and (entry / CLIP_FILE).read_bytes() == first  # pre-trained again, entry repaired
+
+
 @pytest.mark.integration
 def test_main_job_builds_a_missing_world_then_trains(tmp_path):
     """`python -m vdi.launch --local` on a (small) synthetic world that does not exist yet."""

@@ -5,7 +5,10 @@ Stages (each cached: a second run with the same settings is instant; ``--force``
 1. ``videos``: render the train / IID val / IID test / novel-word OOD videos (H.264 via PyAV) and write
    their annotations in the Charades-STA text format plus a duration table;
 2. ``clip``: pre-train the tiny CLIP on static captions (``pretrain.py``) and report its
-   zero-shot colour and shape accuracy;
+   zero-shot colour and shape accuracy; the checkpoint is also kept in a per-user cache
+   (``VDI_CACHE_DIR``, default ``~/.cache/vdi``) keyed by the pre-training settings and the torch
+   version, so another clone or a rebuilt world on the same machine copies it instead of
+   pre-training again (the bytes are the same: pre-training is seeded and deterministic);
 3. ``features``: decode the videos and extract features with the pre-trained visual tower
    through the normal ``data_prep`` path (the checkpoint loads as a local CLIP checkpoint);
 4. ``shards``: write WebDataset shards + manifests per split through ``data_prep.shards``.
@@ -31,6 +34,64 @@ from vdi.errors import InputError
 
 SPLITS = ("train", "val", "test", "ood")
 DEFAULT_OUT = "data/synthetic"
+CACHE_ENV = "VDI_CACHE_DIR"  # where built tiny CLIPs are kept across builds ("" or "none": no cache)
+
+
+def default_cache_dir() -> Path | None:
+    """VDI_CACHE_DIR, else $XDG_CACHE_HOME/vdi, else ~/.cache/vdi; None when VDI_CACHE_DIR is "" or "none"."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "none") else Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vdi"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def restore_cached_clip(entry: Path, checkpoint: Path, say) -> dict | None:
+    """Copy a cached tiny CLIP to ``checkpoint``; its recorded stage info, or None when the entry is
+    missing or its checkpoint no longer has the recorded sha256 (a damaged entry is reported and
+    ignored: the stage pre-trains again and replaces it)."""
+    import shutil
+
+    info_file, cached = entry / "stage.json", entry / checkpoint.name
+    if not (info_file.is_file() and cached.is_file()):
+        return None
+    info = json.loads(info_file.read_text())
+    if _sha256(cached) != info.get("sha256"):
+        say(f"tiny CLIP: ignoring the damaged cache entry {entry} (checksum mismatch); pre-training again")
+        return None
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    temporary = checkpoint.with_suffix(".tmp")
+    shutil.copyfile(cached, temporary)
+    temporary.replace(checkpoint)
+    return info
+
+
+def store_cached_clip(entry: Path, checkpoint: Path, info: dict, say) -> None:
+    """Keep a freshly pre-trained tiny CLIP in the cache (written aside, then renamed into place,
+    so a reader never sees half an entry); a cache that cannot be written is reported, not fatal."""
+    import shutil
+    import tempfile
+
+    staging = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=entry.parent))
+        shutil.copyfile(checkpoint, staging / checkpoint.name)
+        (staging / "stage.json").write_text(json.dumps({**info, "sha256": _sha256(checkpoint)}, indent=2))
+        if entry.exists():
+            shutil.rmtree(entry)  # a damaged entry, found above
+        staging.replace(entry)
+    except OSError as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        say(f"tiny CLIP: not cached ({error}); set {CACHE_ENV} to a writable folder, or to none")
 
 
 def stage_key(**settings) -> str:
@@ -126,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-warmup-steps", type=int, default=900, help="supervised attribute steps first")
     parser.add_argument("--fps", type=float, default=4.0, help="feature frames per second")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--force", action="store_true", help="redo every stage")
+    parser.add_argument("--force", action="store_true", help="redo every stage (and ignore the tiny-CLIP cache)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help=f"neither read nor write the tiny-CLIP cache (see {CACHE_ENV})"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     build(
@@ -140,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workers,
         args.force,
         not args.quiet,
+        cache_dir=None if args.no_cache else "default",
     )
     return 0
 
@@ -155,8 +220,11 @@ def build(
     workers: int = 2,
     force: bool = False,
     verbose: bool = True,
+    cache_dir: str | Path | None = "default",
 ) -> dict:
-    """Build (or reuse) every stage; returns world.json's content (incl. this call's stage times)."""
+    """Build (or reuse) every stage; returns world.json's content (incl. this call's stage times).
+    ``cache_dir``: where tiny CLIPs are kept across builds ("default": ``default_cache_dir()``;
+    None: no cache)."""
     import torch
 
     from data_prep.synthetic.world import COLOURS
@@ -198,6 +266,17 @@ def build(
     key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=7)
     started = time.perf_counter()
     clip_info = stage_done(out, "clip", key)
+    if cache_dir == "default":
+        cache_dir = default_cache_dir()
+    # the torch version is in the entry's name: another version may round differently
+    entry = Path(cache_dir) / "synthetic-clip" / f"{key}-torch{torch.__version__}" if cache_dir else None
+    if (clip_info is None or not checkpoint.exists()) and entry is not None and not force:
+        cached = restore_cached_clip(entry, checkpoint, say)
+        if cached is not None:
+            cached = {k: v for k, v in cached.items() if k not in ("key", "sha256")}
+            clip_info = mark_done(out, "clip", key, **cached)
+            timings["clip"] = time.perf_counter() - started
+            say(f"tiny CLIP: copied from the cache {entry}")
     if clip_info is None or not checkpoint.exists():
         torch.manual_seed(seed)
         model, result = pretrain(steps=pretrain_steps, warmup_steps=pretrain_warmup_steps, seed=seed, progress=verbose)
@@ -216,6 +295,8 @@ def build(
             zero_shot_position=round(result.position_accuracy, 1),
         )
         timings["clip"] = time.perf_counter() - started
+        if entry is not None:
+            store_cached_clip(entry, checkpoint, clip_info, say)
     say(
         f"tiny CLIP: {clip_info['steps']} steps ({clip_info['seconds']} s); zero-shot on held-out frames: "
         f"colour {clip_info['zero_shot_colour']}%, shape {clip_info['zero_shot_shape']}%, "
