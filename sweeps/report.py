@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="EVERY",
-        help="also tabulate and plot the per-epoch R1@0.5 curves, a table line every EVERY epochs (0: no curves)",
+        help=f"also tabulate and plot the per-epoch {R1_AT_05} curves, a table line every EVERY epochs (0: no curves)",
     )
     args = parser.parse_args(argv)
     if args.curves < 0:
