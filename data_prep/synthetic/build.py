@@ -45,25 +45,19 @@ def default_cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vdi"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def restore_cached_clip(entry: Path, checkpoint: Path, say) -> dict | None:
     """Copy a cached tiny CLIP to ``checkpoint``; its recorded stage info, or None when the entry is
     missing or its checkpoint no longer has the recorded sha256 (a damaged entry is reported and
     ignored: the stage pre-trains again and replaces it)."""
     import shutil
 
+    from vdi.data.format import sha256_file
+
     info_file, cached = entry / "stage.json", entry / checkpoint.name
     if not (info_file.is_file() and cached.is_file()):
         return None
     info = json.loads(info_file.read_text())
-    if _sha256(cached) != info.get("sha256"):
+    if sha256_file(cached) != info.get("sha256"):
         say(f"tiny CLIP: ignoring the damaged cache entry {entry} (checksum mismatch); pre-training again")
         return None
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -79,12 +73,14 @@ def store_cached_clip(entry: Path, checkpoint: Path, info: dict, say) -> None:
     import shutil
     import tempfile
 
+    from vdi.data.format import sha256_file
+
     staging = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=entry.parent))
-        shutil.copyfile(checkpoint, staging / checkpoint.name)
-        (staging / "stage.json").write_text(json.dumps({**info, "sha256": _sha256(checkpoint)}, indent=2))
+        copy = Path(shutil.copyfile(checkpoint, staging / checkpoint.name))
+        (staging / "stage.json").write_text(json.dumps({**info, "sha256": sha256_file(copy)}, indent=2))
         if entry.exists():
             shutil.rmtree(entry)  # a damaged entry, found above
         staging.replace(entry)
