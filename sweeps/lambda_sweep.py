@@ -4,6 +4,7 @@ Table 3 ablation grid. Ray lives here only; each trial calls ``vdi.train.train(c
     python sweeps/lambda_sweep.py                                  # search_space.yaml, 8 trials, ASHA
     python sweeps/lambda_sweep.py --num-samples 32 --max-concurrent 4 --cpus-per-trial 4 --gpus-per-trial 1
     python sweeps/lambda_sweep.py --ablation --seeds 5             # Table 3 rows x 5 paired seeds
+    python sweeps/lambda_sweep.py --ablation --seeds 2 --first-seed 5 --experiment E   # 2 more seeds for E
     python sweeps/lambda_sweep.py --resume --name my_sweep         # continue an interrupted sweep
     python sweeps/lambda_sweep.py --slurm --nodes 2 --partition gpu ...   # a Ray cluster inside one allocation
 
@@ -177,6 +178,15 @@ def make_trainable(
     return trainable
 
 
+def seed_list(args) -> list[int]:
+    """The ablation's paired seeds: --seeds of them from --first-seed (a later sweep adds seeds to
+    an earlier one without repeating its trials; report.py --parent A B pools the two)."""
+    first = args.first_seed
+    if args.seeds < 1 or first < 0:
+        raise SystemExit(f"error: --seeds {args.seeds} --first-seed {first}: give --seeds >= 1 and --first-seed >= 0")
+    return list(range(first, first + args.seeds))
+
+
 def sweep_config(args, spec: dict) -> tuple[dict, list[str]]:
     from ray import tune
 
@@ -188,7 +198,8 @@ def sweep_config(args, spec: dict) -> tuple[dict, list[str]]:
         unknown = [r for r in rows if r not in ABLATION_ROWS]
         if unknown:
             raise SystemExit(f"error: unknown ablation row {unknown[0]!r}; rows: {', '.join(ABLATION_ROWS)}")
-        return {"_row": tune.grid_search(rows), "run.seed": tune.grid_search(list(range(args.seeds)))}, fixed
+        seeds = seed_list(args)
+        return {"_row": tune.grid_search(rows), "run.seed": tune.grid_search(seeds)}, fixed
     fixed = list(spec.get("overrides") or []) + list(args.overrides)
     return tune_space(spec["space"]), fixed
 
@@ -314,7 +325,8 @@ def parent_description(args, base_config: str, fixed: list[str], metric: str) ->
     """The parent run's description until the report replaces it (Markdown)."""
     if args.ablation:
         rows = ", ".join(args.rows or TABLE3_ROWS)
-        what = f"Ablation of `{base_config}`: rows {rows}; seeds 0..{args.seeds - 1} (paired: same seeds per row)."
+        seeds = seed_list(args)
+        what = f"Ablation of `{base_config}`: rows {rows}; seeds {seeds[0]}..{seeds[-1]} (paired: same seeds per row)."
     else:
         what = f"Search over `{args.space}` on `{base_config}` ({args.num_samples} samples), selected by `{metric}`."
     extra = f" Overrides: `{' '.join(fixed)}`." if fixed else ""
@@ -497,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ablation", action="store_true", help="the paper's Table 3 rows instead of a search")
     parser.add_argument(
         "--seeds", type=int, default=5, help="paired seeds per ablation row (the same seeds for every row)"
+    )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="the ablation's seeds are FIRST_SEED .. FIRST_SEED+SEEDS-1"
     )
     parser.add_argument("--rows", nargs="+", default=None, help="a subset of the ablation rows (names as in Table 3)")
     parser.add_argument("--name", default=None, help="sweep name (folder and MLflow parent run)")

@@ -2,7 +2,8 @@
 
     python sweeps/report.py --experiment ablation [--tracking-uri sqlite:////abs/runs/sweeps/mlflow.db]
 
-Reads the finished child runs of the newest sweep parent run of the experiment (or --parent),
+Reads the finished child runs of the newest sweep parent run of the experiment (or of the --parent
+runs, pooled),
 writes ``report.md`` and PNGs (metric vs lambda^vc / lambda^sd, the ablation rows as bars, the
 dynamics probe) into --out, and attaches them to the parent run so they show in the MLflow UI.
 Metrics are those of each run's best epoch (``best/<split>/<metric>``).
@@ -188,19 +189,56 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
     return "\n".join(lines), {"groups": groups, "order": order, "table": table, "probe": probe, "paired": paired}
 
 
-def sweep_runs(uri: str, experiment: str, parent: str | None) -> tuple[str, list[dict]]:
-    """(parent run id, its trial runs): the given parent or the experiment's newest sweep."""
+def sweep_runs(uri: str, experiment: str, parents: list[str] | None) -> tuple[list[str], list[dict]]:
+    """(parent run ids, their trial runs): the given parents' trials pooled (a sweep that added
+    seeds to an earlier one with --first-seed), or the experiment's newest sweep."""
     from sweep_tracking import search_runs
 
     everything = search_runs(uri, experiment)
-    parents = [r for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
-    parent = parent or (parents[0]["run_id"] if parents else None)
-    if parent is None:
+    sweeps = [r["run_id"] for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
+    parents = parents or sweeps[:1]
+    if not parents:
         raise LookupError(f"experiment {experiment} has no sweep parent run")
-    runs = [r for r in everything if r["tags"].get("mlflow.parentRunId") == parent]
+    unknown = [p for p in parents if p not in sweeps]
+    if unknown:
+        raise LookupError(f"--parent {unknown[0]} is not a sweep parent run of experiment {experiment}")
+    runs = [r for r in everything if r["tags"].get("mlflow.parentRunId") in parents]
     if not any(r["status"] == "FINISHED" for r in runs):
-        raise LookupError(f"no finished trial under parent run {parent} of experiment {experiment}")
-    return parent, runs
+        raise LookupError(f"no finished trial under parent run(s) {', '.join(parents)} of experiment {experiment}")
+    if len(parents) > 1:
+        check_poolable(runs)
+    return parents, runs
+
+
+# what may differ between the trials of one row pooled from several sweeps: the seed and the run's bookkeeping
+PER_TRIAL_PARAMS = {
+    "run.seed",
+    "run.name",
+    "run.root",
+    "track.parent_run_id",
+    "track.run_name",
+    "track.experiment",
+    "track.tags.vdi.command",
+}
+
+
+def check_poolable(runs: list[dict]) -> None:
+    """Pooled sweeps must have trained each row with one recipe and each (row, seed) once: a
+    seed run twice would count twice, a changed recipe would compare two benchmarks."""
+    first: dict[str, dict] = {}
+    seen: set[tuple[str, str]] = set()
+    for run in (r for r in runs if r["status"] == "FINISHED"):
+        row = run.get("row") or row_name(run["params"])
+        if (row, run_seed(run)) in seen:
+            raise ValueError(f"row {row!r} seed {run_seed(run)} was run in more than one of the pooled sweeps")
+        seen.add((row, run_seed(run)))
+        reference = first.setdefault(row, run)
+        for key in sorted((set(run["params"]) | set(reference["params"])) - PER_TRIAL_PARAMS):
+            if run["params"].get(key) != reference["params"].get(key):
+                raise ValueError(
+                    f"row {row!r}: {key} is {reference['params'].get(key)} in {reference['name']} but "
+                    f"{run['params'].get(key)} in {run['name']}; pool only sweeps of one recipe"
+                )
 
 
 def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -265,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite under runs/sweeps")
-    parser.add_argument("--parent", default=None, help="parent run id (default: the newest sweep parent)")
+    parser.add_argument(
+        "--parent",
+        nargs="+",
+        default=None,
+        help="parent run id(s); several pool their trials, e.g. a sweep that added seeds with --first-seed "
+        "(default: the newest sweep parent)",
+    )
     parser.add_argument(
         "--splits", nargs="+", default=["val", "test", "ood"], help="splits to tabulate (those the runs have)"
     )
@@ -291,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     set_process_env()
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
-        parent, runs = sweep_runs(uri, args.experiment, args.parent)
+        parents, runs = sweep_runs(uri, args.experiment, args.parent)
         own = list(runs)  # the trial count below is this sweep's, not the --against sweep's
         reference = args.reference
         if args.against:
@@ -314,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     finished = sum(r["status"] == "FINISHED" for r in own)
     against = f" (rows marked [{args.against}] are that experiment's newest sweep)" if args.against else ""
     text = (
-        f"# Sweep report: {args.experiment}\n\nParent run `{parent}`; {finished} finished of {total} trial runs"
+        f"# Sweep report: {args.experiment}\n\nParent run(s) {', '.join(f'`{p}`' for p in parents)}; "
+        f"{finished} finished of {total} trial runs"
         f"{against}; "
         f"mean ± std over seeds of each run's best-epoch metrics ({', '.join(METRICS)}, grounding gain and "
         f"query-blind ceiling, percent), checkpoints selected on each run's eval.select_split.\n\n{markdown}"
@@ -352,10 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", f"dynamics probe (IID test {R1_AT_05})"))
     if args.curves and curves:
         artifacts.append(plot_curves(curves, out / "curves.png", f"{R1_AT_05} after each epoch"))
-    log_artifacts(uri, parent, artifacts)
-    plots = ", ".join(f"`{path.name}`" for path in artifacts[1:])
-    set_description(uri, parent, f"{text}\n\nPlots (artifacts of this run): {plots or 'none'}.\n")
-    print(f"report and {len(artifacts) - 1} plot(s) in {out}, attached to MLflow run {parent}")
+    for parent in parents:
+        log_artifacts(uri, parent, artifacts)
+        plots = ", ".join(f"`{path.name}`" for path in artifacts[1:])
+        set_description(uri, parent, f"{text}\n\nPlots (artifacts of this run): {plots or 'none'}.\n")
+    print(f"report and {len(artifacts) - 1} plot(s) in {out}, attached to MLflow run(s) {', '.join(parents)}")
     return 0
 
 

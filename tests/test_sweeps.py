@@ -229,10 +229,10 @@ def test_an_ablation_trains_the_preset_recipe_not_the_search_schedule():
 
     spec = load_space(DEFAULT_SPACE)
     assert "optim.max_epochs=8" in spec["overrides"]
-    ablation = argparse.Namespace(ablation=True, rows=["Baseline"], seeds=2, overrides=["run.seed=3"])
+    ablation = argparse.Namespace(ablation=True, rows=["Baseline"], seeds=2, first_seed=0, overrides=["run.seed=3"])
     _, fixed = sweep_config(ablation, spec)
     assert fixed == ["run.seed=3"]
-    search = argparse.Namespace(ablation=False, rows=None, seeds=1, overrides=["x=1"])
+    search = argparse.Namespace(ablation=False, rows=None, seeds=1, first_seed=0, overrides=["x=1"])
     _, fixed = sweep_config(search, spec)
     assert fixed == [*spec["overrides"], "x=1"]
 
@@ -423,3 +423,46 @@ def test_report_pairs_a_row_with_the_same_row_of_another_sweep():
     assert difference["seeds"] == 3 and difference["wins"] == 2
     assert abs(difference["mean"] - (1.0 - 0.5 + 2.0) / 3) < 1e-9
     assert "| Baseline [old] | 3 |" in markdown and "(reference)" in markdown
+
+
+def test_a_second_sweep_adds_seeds_and_the_report_pools_only_one_recipe(tmp_path):
+    """--first-seed continues the seed list of an earlier sweep; report.py --parent A B pools both
+    sweeps' trials, and refuses a (row, seed) run twice or a row trained with two recipes."""
+    import argparse
+
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import seed_list
+    from report import build_report, check_poolable, sweep_runs
+    from sweep_tracking import end_run, start_parent_run
+
+    from vdi.tracking import Tracker
+
+    assert seed_list(argparse.Namespace(seeds=2, first_seed=1)) == [1, 2]
+    with pytest.raises(SystemExit, match="--first-seed -1"):
+        seed_list(argparse.Namespace(seeds=2, first_seed=-1))
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def sweep(seeds, epochs=54):
+        parent = start_parent_run(uri, "long", f"long {seeds}", {"kind": "ablation"})
+        for seed in seeds:
+            params = {"injection.visual_context": "none", "injection.spatial_dynamic": "none"}
+            params |= {"run.seed": seed, "optim.max_epochs": epochs, "track.parent_run_id": parent}
+            trial = Tracker(tmp_path / f"{parent}-{seed}", uri, "long", f"Baseline / seed {seed}", params, parent)
+            trial.log_metrics({"best/val/R1_iou0.5": 40.0 + seed}, step=1)
+            trial.finish()
+        end_run(uri, parent, "FINISHED")
+        return parent
+
+    first, second = sweep([0]), sweep([1, 2])
+    parents, runs = sweep_runs(uri, "long", [first, second])
+    assert parents == [first, second] and sorted(r["params"]["run.seed"] for r in runs) == ["0", "1", "2"]
+    markdown, _ = build_report(runs, ["val"])
+    assert "| Baseline | 3 | 41.00 ± 1.00 |" in markdown
+    assert sorted(r["params"]["run.seed"] for r in sweep_runs(uri, "long", None)[1]) == ["1", "2"]  # the newest
+    with pytest.raises(ValueError, match="seed 1 was run in more than one"):
+        sweep_runs(uri, "long", [second, sweep([1])])
+    with pytest.raises(ValueError, match=r"optim.max_epochs is 54 in .* but 18 in"):
+        check_poolable(runs + sweep_runs(uri, "long", [sweep([3], epochs=18)])[1])
+    with pytest.raises(LookupError, match="--parent nope is not a sweep parent run"):
+        sweep_runs(uri, "long", [first, "nope"])
