@@ -5,7 +5,7 @@
 Reads the finished child runs of the newest sweep parent run of the experiment (or of the --parent
 runs, pooled),
 writes ``report.md`` and PNGs (metric vs lambda^vc / lambda^sd, the ablation rows as bars, the
-dynamics probe) into --out, and attaches them to the parent run so they show in the MLflow UI.
+dynamics probe) into --out, and attaches them to each parent run so they show in the MLflow UI.
 Metrics are those of each run's best epoch (``best/<split>/<metric>``).
 """
 
@@ -196,7 +196,7 @@ def sweep_runs(uri: str, experiment: str, parents: list[str] | None) -> tuple[li
 
     everything = search_runs(uri, experiment)
     sweeps = [r["run_id"] for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
-    parents = parents or sweeps[:1]
+    parents = list(dict.fromkeys(parents or sweeps[:1]))  # a parent named twice counts once
     if not parents:
         raise LookupError(f"experiment {experiment} has no sweep parent run")
     unknown = [p for p in parents if p not in sweeps]
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
         parents, runs = sweep_runs(uri, args.experiment, args.parent)
-        own = list(runs)  # the trial count below is this sweep's, not the --against sweep's
+        own = list(runs)  # the trial count below is these sweeps', not the --against sweep's
         reference = args.reference
         if args.against:
             _, other = sweep_runs(uri, args.against, None)
@@ -397,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.append(plot_grouped_bars(probe, out / "dynamics_probe.png", f"dynamics probe (IID test {R1_AT_05})"))
     if args.curves and curves:
         artifacts.append(plot_curves(curves, out / "curves.png", f"{R1_AT_05} after each epoch"))
+    plots = ", ".join(f"`{path.name}`" for path in artifacts[1:])
     for parent in parents:
         log_artifacts(uri, parent, artifacts)
-        plots = ", ".join(f"`{path.name}`" for path in artifacts[1:])
         set_description(uri, parent, f"{text}\n\nPlots (artifacts of this run): {plots or 'none'}.\n")
     print(f"report and {len(artifacts) - 1} plot(s) in {out}, attached to MLflow run(s) {', '.join(parents)}")
     return 0
