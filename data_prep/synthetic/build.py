@@ -4,7 +4,8 @@ Stages (each cached: a second run with the same settings is instant; ``--force``
 
 1. ``videos``: render the train / IID val / IID test / novel-word OOD videos (H.264 via PyAV) and write
    their annotations in the Charades-STA text format plus a duration table;
-2. ``clip``: pre-train the tiny CLIP on static captions (``pretrain.py``) and report its
+2. ``clip``: copy the shipped tiny CLIP (``weights/``), or pre-train it on static captions
+   (``pretrain.py``, ``--pretrain``) and report its
    zero-shot colour and shape accuracy; the checkpoint is also kept in a per-user cache
    (``VDI_CACHE_DIR``, default ``~/.cache/vdi``) keyed by the pre-training settings and the torch
    version, so another clone or a rebuilt world on the same machine copies it instead of
@@ -58,7 +59,7 @@ def restore_cached_clip(entry: Path, checkpoint: Path, say) -> dict | None:
         return None
     info = json.loads(info_file.read_text())
     if sha256_file(cached) != info.get("sha256"):
-        say(f"tiny CLIP: ignoring the damaged cache entry {entry} (checksum mismatch); pre-training again")
+        say(f"tiny CLIP: ignoring the damaged entry {entry} (checksum mismatch)")
         return None
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     temporary = checkpoint.with_suffix(".tmp")
@@ -92,6 +93,100 @@ def store_cached_clip(entry: Path, checkpoint: Path, info: dict, say) -> None:
 
 def stage_key(**settings) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The frozen benchmark's tiny CLIP ships with the code (one folder laid out like a cache entry),
+# so a fresh clone copies it instead of pre-training (283 s on a fast day, 1,003 s measured on a
+# slow one). ``python -m data_prep synthetic --pretrain`` re-trains it and says whether the bytes
+# are the shipped ones; tests/test_shipped_clip.py checks that they are.
+SHIPPED_CLIPS = Path(__file__).with_name("weights")
+# 4: "teal"; 5: fp32 pre-training (bf16 autocast is emulated and 15x slower on CPUs without AVX-512 BF16);
+# 6: per-colour attribute heads (where / size / opacity / shape of each colour), fused AdamW;
+# 7: the image tower locked in the contrastive phase (LiT)
+CLIP_VERSION = 7
+
+
+def clip_stage_key(pretrain_steps: int, pretrain_warmup_steps: int, seed: int) -> str:
+    return stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=CLIP_VERSION)
+
+
+def shipped_clip_entry(key: str) -> Path:
+    """Where the shipped tiny CLIP of these pre-training settings would be. The entry names torch's
+    release without its build tag (the CPU kernels of 2.14.1+cpu and 2.14.1+cu130 are the same);
+    another release may round differently, so it pre-trains instead."""
+    import torch
+
+    return SHIPPED_CLIPS / f"{key}-torch{torch.__version__.split('+')[0]}"
+
+
+def prepare_clip(
+    out: Path,
+    checkpoint: Path,
+    pretrain_steps: int,
+    pretrain_warmup_steps: int,
+    seed: int,
+    cache_dir: str | Path | None,
+    force: bool,
+    pretrain_here: bool,
+    verbose: bool,
+    say,
+) -> tuple[dict, bool]:
+    """The clip stage: the stage info (``source``: shipped, cache or pretrained) and whether any work
+    was done. Order: this world's finished stage, the shipped weights, the per-user cache, then
+    pre-training (``force`` or ``pretrain_here`` go straight to pre-training)."""
+    import torch
+
+    from data_prep.synthetic.pretrain import pretrain
+    from vdi.data.format import sha256_file
+
+    key = clip_stage_key(pretrain_steps, pretrain_warmup_steps, seed)
+    clip_info = stage_done(out, "clip", key)
+    if clip_info is not None and checkpoint.exists() and not (force or pretrain_here):
+        return clip_info, False
+    if cache_dir == "default":
+        cache_dir = default_cache_dir()
+    # the torch version is in the entry's name: another version may round differently
+    entry = Path(cache_dir) / "synthetic-clip" / f"{key}-torch{torch.__version__}" if cache_dir else None
+    shipped = shipped_clip_entry(key)
+    if not (force or pretrain_here):
+        for source, candidate in (("shipped", shipped), ("cache", entry)):
+            restored = restore_cached_clip(candidate, checkpoint, say) if candidate is not None else None
+            if restored is not None:
+                say(
+                    f"tiny CLIP: copied from {'the shipped weights' if source == 'shipped' else 'the cache'} {candidate}"
+                )
+                kept = {k: v for k, v in restored.items() if k not in ("key", "sha256", "source")}
+                return mark_done(out, "clip", key, **kept, source=source), True
+    torch.manual_seed(seed)
+    model, result = pretrain(steps=pretrain_steps, warmup_steps=pretrain_warmup_steps, seed=seed, progress=verbose)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    temporary = checkpoint.with_suffix(".tmp")
+    torch.save(model.state_dict(), temporary)
+    temporary.replace(checkpoint)
+    digest = sha256_file(checkpoint)
+    shipped_info = shipped / "stage.json"
+    if shipped_info.is_file():
+        same = json.loads(shipped_info.read_text()).get("sha256") == digest
+        say(
+            "tiny CLIP: pre-trained bytes identical to the shipped weights"
+            if same
+            else f"tiny CLIP: pre-trained here, sha256 {digest[:12]}..., DIFFERS from the shipped weights {shipped}: "
+            "this machine's float arithmetic differs, so this world is not the frozen benchmark's"
+        )
+    clip_info = mark_done(
+        out,
+        "clip",
+        key,
+        steps=result.steps,
+        seconds=round(result.seconds, 1),
+        zero_shot_colour=round(result.colour_accuracy, 1),
+        zero_shot_shape=round(result.shape_accuracy, 1),
+        zero_shot_position=round(result.position_accuracy, 1),
+        source="pretrained",
+    )
+    if entry is not None:
+        store_cached_clip(entry, checkpoint, clip_info, say)
+    return clip_info, True
 
 
 def stage_done(out: Path, name: str, key: str) -> dict | None:
@@ -187,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-cache", action="store_true", help=f"neither read nor write the tiny-CLIP cache (see {CACHE_ENV})"
     )
+    parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="pre-train the tiny CLIP here instead of copying the shipped (or cached) weights, and say "
+        "whether the bytes are the shipped ones",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     build(
@@ -201,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         args.force,
         not args.quiet,
         cache_dir=None if args.no_cache else "default",
+        pretrain_here=args.pretrain,
     )
     return 0
 
@@ -217,11 +319,12 @@ def build(
     force: bool = False,
     verbose: bool = True,
     cache_dir: str | Path | None = "default",
+    pretrain_here: bool = False,
 ) -> dict:
     """Build (or reuse) every stage; returns world.json's content (incl. this call's stage times).
     ``cache_dir``: where tiny CLIPs are kept across builds ("default": ``default_cache_dir()``;
-    None: no cache)."""
-    import torch
+    None: no cache). ``pretrain_here``: pre-train the tiny CLIP even when the shipped weights or
+    the cache hold it (and say whether the bytes match the shipped ones)."""
 
     from data_prep.synthetic.world import COLOURS
 
@@ -252,49 +355,20 @@ def build(
     else:
         say(f"videos: cached ({info['videos']} videos)")
 
-    # 2. tiny CLIP pre-training
-    from data_prep.synthetic.pretrain import CLIP_NAME, pretrain
+    # 2. the tiny CLIP: shipped, cached or pre-trained here
+    from data_prep.synthetic.pretrain import CLIP_NAME
 
     checkpoint = out / "clip" / f"{CLIP_NAME}.pt"
-    # 4: "teal"; 5: fp32 pre-training (bf16 autocast is emulated and 15x slower on CPUs without AVX-512 BF16);
-    # 6: per-colour attribute heads (where / size / opacity / shape of each colour), fused AdamW;
-    # 7: the image tower locked in the contrastive phase (LiT)
-    key = stage_key(steps=pretrain_steps, warmup=pretrain_warmup_steps, seed=seed, version=7)
     started = time.perf_counter()
-    clip_info = stage_done(out, "clip", key)
-    if cache_dir == "default":
-        cache_dir = default_cache_dir()
-    # the torch version is in the entry's name: another version may round differently
-    entry = Path(cache_dir) / "synthetic-clip" / f"{key}-torch{torch.__version__}" if cache_dir else None
-    if (clip_info is None or not checkpoint.exists()) and entry is not None and not force:
-        cached = restore_cached_clip(entry, checkpoint, say)
-        if cached is not None:
-            cached = {k: v for k, v in cached.items() if k not in ("key", "sha256")}
-            clip_info = mark_done(out, "clip", key, **cached)
-            timings["clip"] = time.perf_counter() - started
-            say(f"tiny CLIP: copied from the cache {entry}")
-    if clip_info is None or not checkpoint.exists():
-        torch.manual_seed(seed)
-        model, result = pretrain(steps=pretrain_steps, warmup_steps=pretrain_warmup_steps, seed=seed, progress=verbose)
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        temporary = checkpoint.with_suffix(".tmp")
-        torch.save(model.state_dict(), temporary)
-        temporary.replace(checkpoint)
-        clip_info = mark_done(
-            out,
-            "clip",
-            key,
-            steps=result.steps,
-            seconds=round(result.seconds, 1),
-            zero_shot_colour=round(result.colour_accuracy, 1),
-            zero_shot_shape=round(result.shape_accuracy, 1),
-            zero_shot_position=round(result.position_accuracy, 1),
-        )
+    clip_info, clip_work = prepare_clip(
+        out, checkpoint, pretrain_steps, pretrain_warmup_steps, seed, cache_dir, force, pretrain_here, verbose, say
+    )
+    if clip_work:
         timings["clip"] = time.perf_counter() - started
-        if entry is not None:
-            store_cached_clip(entry, checkpoint, clip_info, say)
+    source = {"shipped": "the shipped weights", "cache": "the per-user cache", "pretrained": "pre-trained here"}
     say(
-        f"tiny CLIP: {clip_info['steps']} steps ({clip_info['seconds']} s); zero-shot on held-out frames: "
+        f"tiny CLIP ({source.get(clip_info.get('source'), 'built earlier')}): {clip_info['steps']} steps "
+        f"({clip_info['seconds']} s when pre-trained); zero-shot on held-out frames: "
         f"colour {clip_info['zero_shot_colour']}%, shape {clip_info['zero_shot_shape']}%, "
         f"position (3x3) {clip_info.get('zero_shot_position', '?')}%"
     )
