@@ -152,9 +152,8 @@ def prepare_clip(
         for source, candidate in (("shipped", shipped), ("cache", entry)):
             restored = restore_cached_clip(candidate, checkpoint, say) if candidate is not None else None
             if restored is not None:
-                say(
-                    f"tiny CLIP: copied from {'the shipped weights' if source == 'shipped' else 'the cache'} {candidate}"
-                )
+                where = "the shipped weights" if source == "shipped" else "the cache"
+                say(f"tiny CLIP: copied from {where} {candidate}")
                 kept = {k: v for k, v in restored.items() if k not in ("key", "sha256", "source")}
                 return mark_done(out, "clip", key, **kept, source=source), True
     torch.manual_seed(seed)
