@@ -189,6 +189,20 @@ def load_checkpoint(path: Path, rank: int, world_size: int) -> tuple[TrainState,
     return state, model_state, optimizer_state, rng
 
 
+def checkpoint_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a run's latest checkpoint by name (``model/<key>``, ``adamw/<group>/<key>``):
+    the weights and rank 0's AdamW state, as either engine lays it out; for bit-for-bit comparisons
+    (tests/test_engine.py, benchmarks/bench_engine.py)."""
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} holds no complete checkpoint")
+    model = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    optimizer = torch.load(path / "optimizer_rank0.pt", map_location="cpu", weights_only=True)
+    adamw = optimizer.get("base_optimizer_state", optimizer)["state"]  # DeepSpeed ZeRO keeps it inside
+    named = {f"model/{key}": value for key, value in model.items()}
+    return named | {f"adamw/{group}/{key}": value for group, state in adamw.items() for key, value in state.items()}
+
+
 # What an inference checkpoint keeps of the training config (format 2): the model, the two
 # settings prediction scores with, and the data/eval sections as vdi.evaluate's defaults (read
 # leniently: a renamed data.* or eval.* key must not break a saved model). track.*, run.*,
@@ -406,6 +420,7 @@ __all__ = [
     "LoaderState",
     "TrainState",
     "check_run_folder",
+    "checkpoint_tensors",
     "complete_checkpoints",
     "fault_point",
     "inference_config",

@@ -202,6 +202,11 @@ class EvalConfig:
 @dataclass
 class DistConfig:
     zero_stage: int = 1
+    # auto = one fp32 CPU process with ZeRO stage 1 or 2 steps with vdi.engine's in-process
+    # optimizer, which does DeepSpeed ZeRO-1's arithmetic at world size 1 bit for bit without
+    # its per-tensor Python loops (a third of a CPU training step) or its comm-op JIT build;
+    # every other run, and deepspeed, uses DeepSpeed.
+    engine: str = "auto"
     # auto = bf16 on GPU, fp32 on CPU.
     precision: str = "auto"
     # auto = nccl on GPU, gloo on CPU.
@@ -271,6 +276,7 @@ _CHOICES = {
     "injection.vc_form": ("paper", "contrastive"),
     "injection.sd_form": ("paper", "contrastive"),
     "dist.precision": ("auto", "fp32", "bf16", "fp16"),
+    "dist.engine": ("auto", "deepspeed"),
     "dist.backend": ("auto", "gloo", "nccl"),
 }
 

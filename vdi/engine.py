@@ -8,6 +8,12 @@ MMN's schedule is applied per epoch: multi-step decay at the milestones, the tex
 frozen (no gradient, learning rate 0) for the first ``freeze_text_epochs`` epochs, gradient
 clipping at ``grad_clip``.
 
+One fp32 CPU process (``dist.engine: auto``, ZeRO stage 1 or 2) steps with
+:class:`SingleProcessZero` instead: DeepSpeed ZeRO-1's arithmetic at world size 1 (flat padded
+fp32 groups, the fp64 per-tensor gradient norm, its clip formula, one fused AdamW call per group),
+bit for bit, without the per-tensor Python loops that cost a third of a CPU step or the comm-op
+JIT build; ``tests/test_engine.py`` checks the bits against DeepSpeed.
+
 Checkpoint payloads (``optimizer_state`` / ``load_optimizer_state``) contain tensors and plain
 Python values only, so they load with ``torch.load(weights_only=True)``: the two DeepSpeed
 objects in a ZeRO optimizer's state (the loss scaler and the parameter-slice map) are stored as
@@ -46,9 +52,8 @@ class DistContext:
 
 def init_distributed(cfg: Config) -> DistContext:
     """Rank / world from the environment (torchrun, SLURM, a Ray trial or nothing = one process);
-    initialises torch.distributed through DeepSpeed."""
-    import deepspeed
-
+    initialises torch.distributed through DeepSpeed (not for :class:`SingleProcessZero`, whose
+    one process needs no collective)."""
     env = os.environ
     world = export_world(env)  # DeepSpeed initialises torch.distributed from RANK, MASTER_ADDR, ...
     rank, world_size, local_rank = world.rank, world.world_size, world.local_rank
@@ -60,11 +65,27 @@ def init_distributed(cfg: Config) -> DistContext:
     else:
         env.setdefault("DS_ACCELERATOR", "cpu")
         device = torch.device("cpu")
+    ctx = DistContext(rank, world_size, local_rank, device, backend)
+    if uses_single_process_zero(cfg, ctx):
+        return ctx
+    import deepspeed
+
     # DeepSpeed JIT-builds its CPU comm op once; keep the build in a cache folder
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(cfg.dist.extensions_dir).resolve()))
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
-    return DistContext(rank, world_size, local_rank, device, backend)
+    return ctx
+
+
+def uses_single_process_zero(cfg: Config, ctx: DistContext) -> bool:
+    """Whether this run steps with :class:`SingleProcessZero` rather than DeepSpeed."""
+    return (
+        cfg.dist.engine == "auto"
+        and ctx.world_size == 1
+        and ctx.device.type == "cpu"
+        and compute_dtype(cfg, ctx.device) == torch.float32
+        and cfg.dist.zero_stage in (1, 2)
+    )
 
 
 def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
@@ -98,10 +119,88 @@ def epoch_learning_rates(cfg: Config, epoch: int) -> tuple[float, float]:
     return head, text
 
 
+# DeepSpeed pads each flat group to a multiple of 2 x world size elements (stage_1_and_2.py,
+# nccl_start_alignment_factor); the same padding gives the same flat buffers.
+_ZERO_ALIGNMENT = 2
+
+
+class SingleProcessZero:
+    """DeepSpeed ZeRO-1/2's optimizer step at world size 1 in fp32 (deepspeed 0.19.8,
+    ``stage_1_and_2.py``), bit for bit: each parameter group's weights live in one flat fp32
+    buffer (the module's parameters are views of it), padded as DeepSpeed pads; a step takes
+    each group's gradient norm as DeepSpeed's ``get_grad_norm_direct`` does (per-tensor fp64
+    norms, summed squares in fp32), combines the groups as ``combine_grad_norm_groups``, skips
+    the step on a non-finite norm, scales the flat gradient by ``unscale_and_clip_grads``'s
+    factor and runs the client AdamW on one group at a time."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, clip_grad: float) -> None:
+        self.optimizer, self.clip_grad = optimizer, float(clip_grad)
+        self.params: list[list[nn.Parameter]] = []
+        self.flats: list[torch.Tensor] = []
+        for group in optimizer.param_groups:
+            params = list(group["params"])
+            numel = sum(p.numel() for p in params)
+            flat = torch.zeros(numel + (-numel % _ZERO_ALIGNMENT), dtype=torch.float32)
+            offset = 0
+            with torch.no_grad():
+                for p in params:
+                    flat[offset : offset + p.numel()].copy_(p.reshape(-1))
+                    p.data = flat[offset : offset + p.numel()].view_as(p)
+                    offset += p.numel()
+            self.params.append(params)
+            self.flats.append(flat)
+            group["params"] = [flat]  # the optimizer steps the flat buffer, as DeepSpeed's does
+
+    def _group_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        if not grads:
+            return torch.tensor(0.0, dtype=torch.float32)
+        norms = [torch.linalg.vector_norm(g.to(torch.float64), ord=2.0) for g in grads]
+        total = torch.stack(norms).pow(2.0).sum().float().pow(1.0 / 2.0)
+        return total.masked_fill(~torch.isfinite(total), -1.0)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [[p.grad if p.grad is not None else torch.zeros_like(p) for p in group] for group in self.params]
+        norms = torch.stack([self._group_norm(group) for group in grads])
+        invalid = bool((~torch.isfinite(norms) | (norms < 0)).any())
+        total_norm = torch.linalg.vector_norm(norms, ord=2.0)
+        if not invalid:
+            scale = None
+            if self.clip_grad > 0.0:
+                clip = torch.clamp(((total_norm / 1.0) + 1e-6) / self.clip_grad, min=1.0)
+                scale = 1.0 / (clip * 1.0)
+            groups = self.optimizer.param_groups
+            for index, (group, flat) in enumerate(zip(grads, self.flats, strict=True)):
+                padding = flat.numel() - sum(g.numel() for g in group)
+                parts = [g.reshape(-1) for g in group] + ([flat.new_zeros(padding)] if padding else [])
+                flat.grad = torch.cat(parts)
+                if scale is not None:
+                    flat.grad.mul_(scale)
+                self.optimizer.param_groups = [groups[index]]
+                try:
+                    self.optimizer.step()
+                finally:
+                    self.optimizer.param_groups = groups
+                flat.grad = None
+        for group in self.params:
+            for p in group:
+                p.grad = None
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        # a checkpoint DeepSpeed's ZeRO-1/2 wrote at world size 1 (runs before dist.engine existed):
+        # its client-optimizer state is this optimizer's, over the same flat groups
+        self.optimizer.load_state_dict(state.get("base_optimizer_state", state))
+
+
 class TrainingEngine:
     def __init__(self, model: nn.Module, cfg: Config, ctx: DistContext):
-        import deepspeed
-
         if cfg.optim.batch_size % ctx.world_size:
             raise InputError(
                 f"optim.batch_size {cfg.optim.batch_size} must be divisible by the world size {ctx.world_size}"
@@ -123,14 +222,31 @@ class TrainingEngine:
             fused=True if ctx.device.type == "cpu" else None,
         )
         model.to(ctx.device)
+        self.freeze_text = False
+        if uses_single_process_zero(cfg, ctx):
+            self.engine, self.optimizer = None, SingleProcessZero(optimizer, cfg.optim.grad_clip)
+            self._module = model
+            return
+        import deepspeed
+
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(cfg, ctx), dist_init_required=False
         )
-        self.freeze_text = False
+        self._module = self.engine.module
 
     @property
     def module(self) -> nn.Module:
-        return self.engine.module
+        return self._module
+
+    @property
+    def description(self) -> str:
+        stage, precision = self.cfg.dist.zero_stage, str(self.dtype).removeprefix("torch.")
+        if self.engine is None:
+            return (
+                f"one CPU process, {precision}: DeepSpeed ZeRO-{stage}'s arithmetic in vdi.engine "
+                "(dist.engine=deepspeed runs DeepSpeed itself)"
+            )
+        return f"DeepSpeed ZeRO-{stage}, {self.ctx.world_size} process(es), {self.ctx.backend}, {precision}"
 
     def start_epoch(self, epoch: int) -> tuple[float, float]:
         head_lr, text_lr = epoch_learning_rates(self.cfg, epoch)
@@ -143,13 +259,18 @@ class TrainingEngine:
         """One optimiser step. ``probe_gradients`` (a sampled step) also measures the norm of the
         gradient each weighted loss group sends into the text tower (``grad/text_from_*``), with
         extra backward passes that leave the parameters' gradients untouched."""
-        self.engine.train()
+        run = self.engine if self.engine is not None else self._module
+        run.train()
         batch = batch.to(self.ctx.device, self.dtype if self.dtype != torch.float32 else None)
-        terms = self.engine(batch, epoch=epoch, freeze_text=self.freeze_text)
+        terms = run(batch, epoch=epoch, freeze_text=self.freeze_text)
         if probe_gradients and not self.freeze_text:
-            terms.diagnostics |= text_gradient_norms(self.engine.module, terms)
-        self.engine.backward(terms.total)
-        self.engine.step()
+            terms.diagnostics |= text_gradient_norms(self._module, terms)
+        if self.engine is None:
+            terms.total.backward()
+            self.optimizer.step()
+        else:
+            self.engine.backward(terms.total)
+            self.engine.step()
         return terms
 
     def sync_buffers(self) -> None:
@@ -217,9 +338,11 @@ def _restore_enums(saved, live):
 
 __all__ = [
     "DistContext",
+    "SingleProcessZero",
     "TrainingEngine",
     "compute_dtype",
     "deepspeed_config",
     "epoch_learning_rates",
     "init_distributed",
+    "uses_single_process_zero",
 ]

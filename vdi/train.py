@@ -205,6 +205,8 @@ class Trainer:
         )
         self._print_data()
         self.engine = TrainingEngine(self.model, cfg, self.ctx)
+        if self.is_main:
+            print(f"engine: {self.engine.description}")
         self.state = self._restore()
         self.tracking_uri, self.tracker = self._start_tracker()
         self.stop = _StopFlag()
