@@ -210,8 +210,11 @@ def sweep_runs(uri: str, experiment: str, parents: list[str] | None) -> tuple[li
     return parents, runs
 
 
-# what may differ between the trials of one row pooled from several sweeps: the seed and the run's bookkeeping
+# what may differ between the trials of one row pooled from several sweeps: the seed, the run's
+# bookkeeping, and dist.engine (both engines give the same bits: tests/test_engine.py; runs from
+# before it existed have no value for it)
 PER_TRIAL_PARAMS = {
+    "dist.engine",
     "run.seed",
     "run.name",
     "run.root",

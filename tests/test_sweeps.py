@@ -443,10 +443,10 @@ def test_a_second_sweep_adds_seeds_and_the_report_pools_only_one_recipe(tmp_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    def sweep(seeds, epochs=54):
+    def sweep(seeds, epochs=54, **extra):
         parent = start_parent_run(uri, "long", f"long {seeds}", {"kind": "ablation"})
         for seed in seeds:
-            params = {"injection.visual_context": "none", "injection.spatial_dynamic": "none"}
+            params = {"injection.visual_context": "none", "injection.spatial_dynamic": "none", **extra}
             params |= {"run.seed": seed, "optim.max_epochs": epochs, "track.parent_run_id": parent}
             trial = Tracker(tmp_path / f"{parent}-{seed}", uri, "long", f"Baseline / seed {seed}", params, parent)
             trial.log_metrics({"best/val/R1_iou0.5": 40.0 + seed}, step=1)
@@ -462,6 +462,7 @@ def test_a_second_sweep_adds_seeds_and_the_report_pools_only_one_recipe(tmp_path
     assert sorted(r["params"]["run.seed"] for r in sweep_runs(uri, "long", None)[1]) == ["1", "2"]  # the newest
     with pytest.raises(ValueError, match="seed 1 was run in more than one"):
         sweep_runs(uri, "long", [second, sweep([1])])
+    check_poolable(runs + sweep_runs(uri, "long", [sweep([4], **{"dist.engine": "auto"})])[1])  # same bits
     with pytest.raises(ValueError, match=r"optim.max_epochs is 54 in .* but 18 in"):
         check_poolable(runs + sweep_runs(uri, "long", [sweep([3], epochs=18)])[1])
     with pytest.raises(LookupError, match="--parent nope is not a sweep parent run"):
