@@ -174,7 +174,7 @@ class SingleProcessZero:
         total_norm = torch.linalg.vector_norm(norms, ord=2.0)
         if not invalid:
             scale = None
-            if self.clip_grad > 0.0:
+            if self.clip_grad > 0.0:  # unscale_and_clip_grads with fp32's loss scale of 1, same operations
                 clip = torch.clamp(((total_norm / 1.0) + 1e-6) / self.clip_grad, min=1.0)
                 scale = 1.0 / (clip * 1.0)
             groups = self.optimizer.param_groups
