@@ -106,3 +106,19 @@ def test_single_process_engine_equals_deepspeed_bit_for_bit_across_a_resume(tmp_
     mine, theirs = checkpoint_tensors(tmp_path / "single"), checkpoint_tensors(tmp_path / "deepspeed")
     assert mine.keys() == theirs.keys() and len(mine) > 10
     assert [key for key in mine if not torch.equal(mine[key], theirs[key])] == []
+
+
+def test_only_one_fp32_cpu_process_at_zero_1_or_2_leaves_deepspeed():
+    from vdi.config import load_config
+    from vdi.engine import DistContext, uses_single_process_zero
+
+    def single(*overrides: str, world: int = 1, device: str = "cpu") -> bool:
+        ctx = DistContext(0, world, 0, torch.device(device), "gloo")
+        return uses_single_process_zero(load_config("tiny", list(overrides)), ctx)
+
+    assert single() and single("dist.zero_stage=2")
+    assert not single(world=2)
+    assert not single("dist.zero_stage=0")  # stage 0's clip is torch-style: other bits
+    assert not single("dist.precision=bf16")
+    assert not single("dist.engine=deepspeed")
+    assert not single(device="meta")
