@@ -171,12 +171,16 @@ def test_a_yaml_without_the_paper_preset_names_the_missing_key(tmp_path):
     assert load_config(None).loss.lambda_vc == load_config("charades_sta").loss.lambda_vc == 0.5
 
 
+def _against_the_benchmark(preset: str) -> tuple[dict, dict, set[str]]:
+    """The preset's and the `synthetic` benchmark's flattened configs, and the keys they differ in."""
+    mine, benchmark = flatten(load_config(preset)), flatten(load_config("synthetic"))
+    return mine, benchmark, {key for key in benchmark if mine[key] != benchmark[key]} - {"run.preset"}
+
+
 def test_the_demo_preset_is_the_benchmark_recipe_on_a_shorter_schedule():
     # `make demo` must train what the README's tables train, only for fewer epochs: any other
     # difference would make the demo's figures a different model's.
-    demo = flatten(load_config("synthetic_demo"))
-    benchmark = flatten(load_config("synthetic"))
-    differing = {key for key in benchmark if demo[key] != benchmark[key]} - {"run.preset"}
+    demo, benchmark, differing = _against_the_benchmark("synthetic_demo")
     assert differing == {"optim.max_epochs", "optim.milestones"}
     assert demo["optim.max_epochs"] < benchmark["optim.max_epochs"]
     assert max(demo["optim.milestones"]) < demo["optim.max_epochs"]
@@ -185,9 +189,7 @@ def test_the_demo_preset_is_the_benchmark_recipe_on_a_shorter_schedule():
 def test_the_long_preset_is_the_benchmark_recipe_on_a_longer_schedule():
     # the 36-epoch benchmark may differ from the 18-epoch one only in its schedule, so that the
     # two tables compare one recipe trained for two lengths
-    long = flatten(load_config("synthetic_long"))
-    benchmark = flatten(load_config("synthetic"))
-    differing = {key for key in benchmark if long[key] != benchmark[key]} - {"run.preset"}
+    long, benchmark, differing = _against_the_benchmark("synthetic_long")
     assert differing == {"optim.max_epochs", "optim.milestones"}
     assert long["optim.max_epochs"] == 2 * benchmark["optim.max_epochs"]
     assert max(long["optim.milestones"]) < long["optim.max_epochs"]
