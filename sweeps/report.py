@@ -244,6 +244,26 @@ def check_poolable(runs: list[dict]) -> None:
                 )
 
 
+# the params an ablation row sets (and names itself by): the only ones that may differ between the
+# rows of one table
+ROW_PARAMS = {key for settings in ABLATION_ROWS.values() for key in settings} | {"track.tags.ablation_row"}
+
+
+def check_one_benchmark(runs: list[dict]) -> None:
+    """Rows read from several experiments (--with) make one table only if every run trained the
+    same recipe but for its row's injection settings, and no (row, seed) was run twice."""
+    check_poolable(runs)
+    finished = [r for r in runs if r["status"] == "FINISHED"]
+    for run in finished[1:]:
+        first = finished[0]
+        for key in sorted((set(run["params"]) | set(first["params"])) - PER_TRIAL_PARAMS - ROW_PARAMS):
+            if run["params"].get(key) != first["params"].get(key):
+                raise ValueError(
+                    f"{key} is {first['params'].get(key)} in {first['name']} but {run['params'].get(key)} in "
+                    f"{run['name']}; --with joins only sweeps of one benchmark recipe (--against compares two)"
+                )
+
+
 def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
     """Mean ± std over seeds of the probe's R1@0.5 with Q, Q^s and Q^d, per row."""
     probe = {}
@@ -326,6 +346,16 @@ def main(argv: list[str] | None = None) -> int:
         "row (a recipe change run as a second sweep with the same seeds)",
     )
     parser.add_argument(
+        "--with",
+        dest="with_experiments",
+        nargs="+",
+        default=[],
+        metavar="EXPERIMENT",
+        help="also read these experiments' newest sweeps as more rows of one table (Table-3 rows run as "
+        "separate sweeps of one recipe, e.g. the baseline's experiment --with each method's); refused unless "
+        "every run trained the same recipe but for its row's injection settings",
+    )
+    parser.add_argument(
         "--curves",
         type=int,
         default=0,
@@ -339,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
         parents, runs = sweep_runs(uri, args.experiment, args.parent)
+        joined = []
+        for experiment in args.with_experiments:
+            more_parents, more = sweep_runs(uri, experiment, None)
+            joined += more_parents
+            runs = runs + more
+        if args.with_experiments:
+            check_one_benchmark(runs)
         own = list(runs)  # the trial count below is these sweeps', not the --against sweep's
         reference = args.reference
         if args.against:
@@ -360,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     total = len(own)
     finished = sum(r["status"] == "FINISHED" for r in own)
     against = f" (rows marked [{args.against}] are that experiment's newest sweep)" if args.against else ""
+    if args.with_experiments:
+        sources = ", ".join(f"{e} `{p}`" for e, p in zip(args.with_experiments, joined))
+        against += f"; more rows from the newest sweeps of {sources}"
     text = (
         f"# Sweep report: {args.experiment}\n\nParent run(s) {', '.join(f'`{p}`' for p in parents)}; "
         f"{finished} finished of {total} trial runs"

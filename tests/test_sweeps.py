@@ -3,6 +3,7 @@ a local ASHA sweep, the Table 3 ablation grid with one seed, and a sweep on the 
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -467,3 +468,46 @@ def test_a_second_sweep_adds_seeds_and_the_report_pools_only_one_recipe(tmp_path
         check_poolable(runs + sweep_runs(uri, "long", [sweep([3], epochs=18)])[1])
     with pytest.raises(LookupError, match="--parent nope is not a sweep parent run"):
         sweep_runs(uri, "long", [first, "nope"])
+
+
+def test_rows_run_as_separate_sweeps_make_one_table_only_on_one_recipe(tmp_path, capsys):
+    """report.py --with: the newest sweeps of other experiments add their rows to the table,
+    paired with the main experiment's baseline; refused when any other key of the recipe differs."""
+    sys.path.insert(0, str(PROJECT / "sweeps"))
+    from lambda_sweep import ABLATION_ROWS
+    from report import main
+    from sweep_tracking import end_run, start_parent_run
+
+    from vdi.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def sweep(experiment, row, val, epochs=36):
+        parent = start_parent_run(uri, experiment, experiment, {"kind": "ablation"})
+        for seed, r1 in enumerate(val):
+            params = {**ABLATION_ROWS[row], "track.tags.ablation_row": row, "track.experiment": experiment}
+            params |= {"run.seed": seed, "optim.max_epochs": epochs, "track.parent_run_id": parent}
+            trial = Tracker(tmp_path / f"{parent}-{seed}", uri, experiment, f"{row} / seed {seed}", params, parent)
+            trial.log_metrics({"best/val/R1_iou0.5": r1}, step=1)
+            trial.finish()
+        end_run(uri, parent, "FINISHED")
+
+    sweep("base", "Baseline", [40.0, 50.0, 45.0])
+    sweep("lstm", "L^sd w/ LSTM", [42.0, 49.0, 48.0])
+    sweep("vdi", "L^vc + L^sd", [41.0, 52.0, 46.0])
+    out = tmp_path / "report"
+    options = ["--tracking-uri", uri, "--splits", "val", "--out", str(out)]
+    assert main(["--experiment", "base", "--with", "lstm", "vdi", *options]) == 0
+    table = (out / "report.md").read_text()
+    assert "9 finished of 9 trial runs" in table and "more rows from the newest sweeps of lstm" in table
+    assert "| Baseline | 3 | 45.00 ± 5.00 |" in table
+    assert "| L^sd w/ LSTM | 3 | 46.33 ± 3.79 |" in table and "+1.33 [" in table and "| 2/3 |" in table
+    assert table.index("| L^sd w/ LSTM |") < table.index("| L^vc + L^sd |")  # the paper's row order
+    sweep("short", "L^vc w/ Q", [40.0, 40.0, 40.0], epochs=18)
+    capsys.readouterr()
+    assert main(["--experiment", "base", "--with", "lstm", "short", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert re.search(
+        r"optim.max_epochs is 36 in Baseline / seed \d but 18 in L\^vc w/ Q / seed \d", capsys.readouterr().err
+    )
+    assert main(["--experiment", "base", "--with", "base", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert re.search(r"row 'Baseline' seed \d was run in more than one", capsys.readouterr().err)
