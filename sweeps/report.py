@@ -189,14 +189,16 @@ def build_report(runs: list[dict], splits: list[str], reference: str = "Baseline
     return "\n".join(lines), {"groups": groups, "order": order, "table": table, "probe": probe, "paired": paired}
 
 
-def sweep_runs(uri: str, experiment: str, parents: list[str] | None) -> tuple[list[str], list[dict]]:
+def sweep_runs(
+    uri: str, experiment: str, parents: list[str] | None, every_sweep: bool = False
+) -> tuple[list[str], list[dict]]:
     """(parent run ids, their trial runs): the given parents' trials pooled (a sweep that added
-    seeds to an earlier one with --first-seed), or the experiment's newest sweep."""
+    seeds to an earlier one with --first-seed), every sweep's (every_sweep), or the newest sweep's."""
     from sweep_tracking import search_runs
 
     everything = search_runs(uri, experiment)
     sweeps = [r["run_id"] for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
-    parents = list(dict.fromkeys(parents or sweeps[:1]))  # a parent named twice counts once
+    parents = list(dict.fromkeys(parents or (sweeps if every_sweep else sweeps[:1])))  # named twice: once
     if not parents:
         raise LookupError(f"experiment {experiment} has no sweep parent run")
     unknown = [p for p in parents if p not in sweeps]
@@ -351,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="EXPERIMENT",
-        help="also read these experiments' newest sweeps as more rows of one table (Table-3 rows run as "
-        "separate sweeps of one recipe, e.g. the baseline's experiment --with each method's); refused unless "
-        "every run trained the same recipe but for its row's injection settings",
+        help="also read every sweep of these experiments as more rows of one table (Table-3 rows run as "
+        "separate sweeps of one recipe, e.g. the baseline's experiment --with each method's; an experiment's "
+        "sweeps pool, as with --parent); refused unless every run trained the same recipe but for its row's "
+        "injection settings and no (row, seed) appears twice",
     )
     parser.add_argument(
         "--curves",
@@ -371,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         parents, runs = sweep_runs(uri, args.experiment, args.parent)
         joined = []
         for experiment in args.with_experiments:
-            more_parents, more = sweep_runs(uri, experiment, None)
+            more_parents, more = sweep_runs(uri, experiment, None, every_sweep=True)
             joined += more_parents
             runs = runs + more
         if args.with_experiments:
@@ -398,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     finished = sum(r["status"] == "FINISHED" for r in own)
     against = f" (rows marked [{args.against}] are that experiment's newest sweep)" if args.against else ""
     if args.with_experiments:
-        sources = ", ".join(f"{e} `{p}`" for e, p in zip(args.with_experiments, joined))
-        against += f"; more rows from the newest sweeps of {sources}"
+        sources = ", ".join(args.with_experiments)
+        against += f"; more rows from every sweep of {sources} (parent runs {', '.join(f'`{p}`' for p in joined)})"
     text = (
         f"# Sweep report: {args.experiment}\n\nParent run(s) {', '.join(f'`{p}`' for p in parents)}; "
         f"{finished} finished of {total} trial runs"

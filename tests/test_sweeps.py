@@ -482,9 +482,9 @@ def test_rows_run_as_separate_sweeps_make_one_table_only_on_one_recipe(tmp_path,
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    def sweep(experiment, row, val, epochs=36):
+    def sweep(experiment, row, val, epochs=36, first_seed=0):
         parent = start_parent_run(uri, experiment, experiment, {"kind": "ablation"})
-        for seed, r1 in enumerate(val):
+        for seed, r1 in enumerate(val, start=first_seed):
             params = {**ABLATION_ROWS[row], "track.tags.ablation_row": row, "track.experiment": experiment}
             params |= {"run.seed": seed, "optim.max_epochs": epochs, "track.parent_run_id": parent}
             trial = Tracker(tmp_path / f"{parent}-{seed}", uri, experiment, f"{row} / seed {seed}", params, parent)
@@ -493,13 +493,14 @@ def test_rows_run_as_separate_sweeps_make_one_table_only_on_one_recipe(tmp_path,
         end_run(uri, parent, "FINISHED")
 
     sweep("base", "Baseline", [40.0, 50.0, 45.0])
-    sweep("lstm", "L^sd w/ LSTM", [42.0, 49.0, 48.0])
+    sweep("lstm", "L^sd w/ LSTM", [42.0, 49.0])
+    sweep("lstm", "L^sd w/ LSTM", [48.0], first_seed=2)  # a seed added later: the experiment's sweeps pool
     sweep("vdi", "L^vc + L^sd", [41.0, 52.0, 46.0])
     out = tmp_path / "report"
     options = ["--tracking-uri", uri, "--splits", "val", "--out", str(out)]
     assert main(["--experiment", "base", "--with", "lstm", "vdi", *options]) == 0
     table = (out / "report.md").read_text()
-    assert "9 finished of 9 trial runs" in table and "more rows from the newest sweeps of lstm" in table
+    assert "9 finished of 9 trial runs" in table and "more rows from every sweep of lstm, vdi" in table
     assert "| Baseline | 3 | 45.00 ± 5.00 |" in table
     assert "| L^sd w/ LSTM | 3 | 46.33 ± 3.79 |" in table and "+1.33 [" in table and "| 2/3 |" in table
     assert table.index("| L^sd w/ LSTM |") < table.index("| L^vc + L^sd |")  # the paper's row order
