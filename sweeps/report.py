@@ -193,12 +193,17 @@ def sweep_runs(
     uri: str, experiment: str, parents: list[str] | None, every_sweep: bool = False
 ) -> tuple[list[str], list[dict]]:
     """(parent run ids, their trial runs): the given parents' trials pooled (a sweep that added
-    seeds to an earlier one with --first-seed), every sweep's (every_sweep), or the newest sweep's."""
+    seeds to an earlier one with --first-seed), every ablation sweep's (every_sweep), or the newest
+    sweep's."""
     from sweep_tracking import search_runs
 
     everything = search_runs(uri, experiment)
-    sweeps = [r["run_id"] for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
-    parents = list(dict.fromkeys(parents or (sweeps if every_sweep else sweeps[:1])))  # named twice: once
+    tops = [r for r in everything if "mlflow.parentRunId" not in r["tags"] and r["params"].get("kind")]
+    sweeps = [r["run_id"] for r in tops]
+    ablations = [r["run_id"] for r in tops if r["params"]["kind"] == "ablation"]
+    parents = list(dict.fromkeys(parents or (ablations if every_sweep else sweeps[:1])))  # named twice: once
+    if not parents and every_sweep:
+        raise LookupError(f"experiment {experiment} has no ablation sweep (lambda_sweep.py --ablation)")
     if not parents:
         raise LookupError(f"experiment {experiment} has no sweep parent run")
     unknown = [p for p in parents if p not in sweeps]
@@ -260,9 +265,10 @@ def check_one_benchmark(runs: list[dict]) -> None:
         first = finished[0]
         for key in sorted((set(run["params"]) | set(first["params"])) - PER_TRIAL_PARAMS - ROW_PARAMS):
             if run["params"].get(key) != first["params"].get(key):
+                where = [f"{r['name']} ({r['params'].get('track.experiment', '?')})" for r in (first, run)]
                 raise ValueError(
-                    f"{key} is {first['params'].get(key)} in {first['name']} but {run['params'].get(key)} in "
-                    f"{run['name']}; --with joins only sweeps of one benchmark recipe (--against compares two)"
+                    f"{key} is {first['params'].get(key)} in {where[0]} but {run['params'].get(key)} in "
+                    f"{where[1]}; --with joins only sweeps of one benchmark recipe (--against compares two)"
                 )
 
 
@@ -371,10 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     set_process_env()
     uri = args.tracking_uri or default_tracking_uri(Path("runs/sweeps").resolve())
     try:
-        parents, runs = sweep_runs(uri, args.experiment, args.parent)
+        # with --with every experiment's ablation sweeps pool, the main one's too (unless --parent names them)
+        parents, runs = sweep_runs(uri, args.experiment, args.parent, every_sweep=bool(args.with_experiments))
         joined = []
         for experiment in args.with_experiments:
             more_parents, more = sweep_runs(uri, experiment, None, every_sweep=True)
+            if set(more_parents) & set(parents):
+                raise ValueError(f"--with {experiment}: its sweeps are already in the table")
             joined += more_parents
             runs = runs + more
         if args.with_experiments:
@@ -405,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         against += f"; more rows from every sweep of {sources} (parent runs {', '.join(f'`{p}`' for p in joined)})"
     text = (
         f"# Sweep report: {args.experiment}\n\nParent run(s) {', '.join(f'`{p}`' for p in parents)}; "
-        f"{finished} finished of {total} trial runs"
+        f"{finished} finished of {total} trial runs{' in all' if args.with_experiments else ''}"
         f"{against}; "
         f"mean ± std over seeds of each run's best-epoch metrics ({', '.join(METRICS)}, grounding gain and "
         f"query-blind ceiling, percent), checkpoints selected on each run's eval.select_split.\n\n{markdown}"

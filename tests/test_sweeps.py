@@ -482,25 +482,27 @@ def test_rows_run_as_separate_sweeps_make_one_table_only_on_one_recipe(tmp_path,
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    def sweep(experiment, row, val, epochs=36, first_seed=0):
-        parent = start_parent_run(uri, experiment, experiment, {"kind": "ablation"})
+    def sweep(experiment, row, val, epochs=36, first_seed=0, kind="ablation", **extra):
+        parent = start_parent_run(uri, experiment, experiment, {"kind": kind})
         for seed, r1 in enumerate(val, start=first_seed):
             params = {**ABLATION_ROWS[row], "track.tags.ablation_row": row, "track.experiment": experiment}
-            params |= {"run.seed": seed, "optim.max_epochs": epochs, "track.parent_run_id": parent}
+            params |= {"run.seed": seed, "optim.max_epochs": epochs, "track.parent_run_id": parent, **extra}
             trial = Tracker(tmp_path / f"{parent}-{seed}", uri, experiment, f"{row} / seed {seed}", params, parent)
             trial.log_metrics({"best/val/R1_iou0.5": r1}, step=1)
             trial.finish()
         end_run(uri, parent, "FINISHED")
 
-    sweep("base", "Baseline", [40.0, 50.0, 45.0])
+    sweep("base", "Baseline", [40.0, 50.0])
+    sweep("base", "Baseline", [45.0], first_seed=2)  # seeds added later: every ablation sweep pools
     sweep("lstm", "L^sd w/ LSTM", [42.0, 49.0])
-    sweep("lstm", "L^sd w/ LSTM", [48.0], first_seed=2)  # a seed added later: the experiment's sweeps pool
+    sweep("lstm", "L^sd w/ LSTM", [48.0], first_seed=2)
+    sweep("lstm", "L^sd w/ LSTM", [10.0], first_seed=3, kind="search")  # a search is not a row's seeds
     sweep("vdi", "L^vc + L^sd", [41.0, 52.0, 46.0])
     out = tmp_path / "report"
     options = ["--tracking-uri", uri, "--splits", "val", "--out", str(out)]
     assert main(["--experiment", "base", "--with", "lstm", "vdi", *options]) == 0
     table = (out / "report.md").read_text()
-    assert "9 finished of 9 trial runs" in table and "more rows from every sweep of lstm, vdi" in table
+    assert "9 finished of 9 trial runs in all" in table and "more rows from every sweep of lstm, vdi" in table
     assert "| Baseline | 3 | 45.00 ± 5.00 |" in table
     assert "| L^sd w/ LSTM | 3 | 46.33 ± 3.79 |" in table and "+1.33 [" in table and "| 2/3 |" in table
     assert table.index("| L^sd w/ LSTM |") < table.index("| L^vc + L^sd |")  # the paper's row order
@@ -508,7 +510,14 @@ def test_rows_run_as_separate_sweeps_make_one_table_only_on_one_recipe(tmp_path,
     capsys.readouterr()
     assert main(["--experiment", "base", "--with", "lstm", "short", "--tracking-uri", uri, "--out", str(out)]) == 2
     assert re.search(
-        r"optim.max_epochs is 36 in Baseline / seed \d but 18 in L\^vc w/ Q / seed \d", capsys.readouterr().err
+        r"optim.max_epochs is 36 in Baseline / seed \d \(base\) but 18 in L\^vc w/ Q / seed \d \(short\)",
+        capsys.readouterr().err,
     )
+    sweep("more", "L^vc w/ Q", [40.0], **{"data.extra_key": "1"})  # a key only some runs have
+    assert main(["--experiment", "base", "--with", "more", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert "data.extra_key is None in Baseline" in capsys.readouterr().err
     assert main(["--experiment", "base", "--with", "base", "--tracking-uri", uri, "--out", str(out)]) == 2
-    assert re.search(r"row 'Baseline' seed \d was run in more than one", capsys.readouterr().err)
+    assert "--with base: its sweeps are already in the table" in capsys.readouterr().err
+    sweep("vdi_again", "L^vc + L^sd", [47.0])
+    assert main(["--experiment", "base", "--with", "vdi", "vdi_again", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert "row 'L^vc + L^sd' seed 0 was run in more than one" in capsys.readouterr().err
