@@ -243,12 +243,19 @@ def check_poolable(runs: list[dict]) -> None:
             raise ValueError(f"row {row!r} seed {run_seed(run)} was run in more than one of the pooled sweeps")
         seen.add((row, run_seed(run)))
         reference = first.setdefault(row, run)
-        for key in sorted((set(run["params"]) | set(reference["params"])) - PER_TRIAL_PARAMS):
-            if run["params"].get(key) != reference["params"].get(key):
-                raise ValueError(
-                    f"row {row!r}: {key} is {reference['params'].get(key)} in {reference['name']} but "
-                    f"{run['params'].get(key)} in {run['name']}; pool only sweeps of one recipe"
-                )
+        key = first_difference(reference, run, PER_TRIAL_PARAMS)
+        if key:
+            raise ValueError(
+                f"row {row!r}: {key} is {reference['params'].get(key)} in {reference['name']} but "
+                f"{run['params'].get(key)} in {run['name']}; pool only sweeps of one recipe"
+            )
+
+
+def first_difference(one: dict, other: dict, ignored: set[str]) -> str | None:
+    """The first param (sorted; one present in only one of the runs counts) in which two runs
+    differ, leaving out the ignored ones; None if they trained the same."""
+    keys = sorted((set(one["params"]) | set(other["params"])) - ignored)
+    return next((key for key in keys if one["params"].get(key) != other["params"].get(key)), None)
 
 
 # the params an ablation row sets (and names itself by): the only ones that may differ between the
@@ -260,16 +267,15 @@ def check_one_benchmark(runs: list[dict]) -> None:
     """Rows read from several experiments (--with) make one table only if every run trained the
     same recipe but for its row's injection settings, and no (row, seed) was run twice."""
     check_poolable(runs)
-    finished = [r for r in runs if r["status"] == "FINISHED"]
-    for run in finished[1:]:
-        first = finished[0]
-        for key in sorted((set(run["params"]) | set(first["params"])) - PER_TRIAL_PARAMS - ROW_PARAMS):
-            if run["params"].get(key) != first["params"].get(key):
-                where = [f"{r['name']} ({r['params'].get('track.experiment', '?')})" for r in (first, run)]
-                raise ValueError(
-                    f"{key} is {first['params'].get(key)} in {where[0]} but {run['params'].get(key)} in "
-                    f"{where[1]}; --with joins only sweeps of one benchmark recipe (--against compares two)"
-                )
+    first, *others = [r for r in runs if r["status"] == "FINISHED"]
+    for run in others:
+        key = first_difference(first, run, PER_TRIAL_PARAMS | ROW_PARAMS)
+        if key:
+            where = [f"{r['name']} ({r['params'].get('track.experiment', '?')})" for r in (first, run)]
+            raise ValueError(
+                f"{key} is {first['params'].get(key)} in {where[0]} but {run['params'].get(key)} in "
+                f"{where[1]}; --with joins only sweeps of one benchmark recipe (--against compares two)"
+            )
 
 
 def probe_cells(groups: dict[str, list[dict]], order: list[str]) -> dict[str, dict[str, tuple[float, float]]]:

@@ -471,7 +471,7 @@ def test_a_second_sweep_adds_seeds_and_the_report_pools_only_one_recipe(tmp_path
 
 
 def test_rows_run_as_separate_sweeps_make_one_table_only_on_one_recipe(tmp_path, capsys):
-    """report.py --with: the newest sweeps of other experiments add their rows to the table,
+    """report.py --with: every ablation sweep of other experiments adds its rows to the table,
     paired with the main experiment's baseline; refused when any other key of the recipe differs."""
     sys.path.insert(0, str(PROJECT / "sweeps"))
     from lambda_sweep import ABLATION_ROWS
